@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("emberlink.tools.bench", "run a benchmark: protocol | core"),
     "replay": ("emberlink.tools.replay", "run a configuration's detectors over a recorded trace"),
     "gateway": ("emberlink.edge.cli", "run the Raspberry Pi gateway service"),
-    "simulate": ("emberlink.tools.simulator", "run a simulated site of Modbus devices"),
+    "sim": ("emberlink.tools.simulator", "run a simulated site of Modbus devices"),
     "cloud": ("emberlink.cloud.cli", "cloud registry: serve | ingest | migrate"),
     "demo": ("emberlink.tools.demo", "the main job: a simulated site end to end"),
 }
