@@ -1,0 +1,83 @@
+"""Settings of the cloud registry, from the environment (prefix ``EMBERLINK_``) or a file.
+
+``EMBERLINK_ENV_FILE`` names an optional dotenv file; environment variables win over it. Secrets
+that are still the template placeholder are refused at start, as in the FastAPI full-stack
+template's ``_enforce_non_default_secrets``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = ("changethis", "changeme", "secret", "password")
+MIN_BOOTSTRAP_TOKEN = 32  # characters: an API token is a bearer secret, not a password
+
+
+class Settings(BaseSettings):
+    """Every tunable of the registry, with its default and the reason for it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EMBERLINK_", env_ignore_empty=True, extra="ignore"
+    )
+
+    # SQLite in WAL mode is the embedded default; PostgreSQL by URL (postgresql://...).
+    database_url: str = "sqlite:///./emberlink.db"
+    api_prefix: str = "/api/v1"
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_client_prefix: str = "emberlink-ingest"
+
+    # Ingest batching: a flush happens at this many events or this age, whichever comes first.
+    flush_events: int = Field(default=2000, ge=1, le=100_000)
+    flush_ms: int = Field(default=200, ge=1, le=60_000)
+
+    # Health. Offline after this many missed heartbeats (DESIGN: 3, the GB 26875.1 100 s budget
+    # allows 3 x 30 s); a heartbeat the gateway does not announce defaults to this period.
+    offline_after_misses: int = Field(default=3, ge=1, le=100)
+    default_heartbeat_s: int = Field(default=60, ge=1, le=86_400)
+    # A status change (other than to offline, which is never delayed) waits until the previous
+    # status has lasted this long: hysteresis against flapping.
+    min_dwell_s: int = Field(default=30, ge=0, le=86_400)
+    # Outbox backlog hysteresis band: degraded at or above high, online again at or below low.
+    backlog_high: int = Field(default=1000, ge=1)
+    backlog_low: int = Field(default=100, ge=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # An event older than this when received is late even without the replayed flag.
+    late_after_s: int = Field(default=120, ge=1)
+
+    # Creates the first admin when the user table is empty (the CLI create-admin is the other way).
+    bootstrap_admin_token: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        tok = self.bootstrap_admin_token
+        if tok is not None:
+            if tok.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "EMBERLINK_BOOTSTRAP_ADMIN_TOKEN is a placeholder; set a random value"
+                )
+            if len(tok) < MIN_BOOTSTRAP_TOKEN:
+                raise ValueError(
+                    f"EMBERLINK_BOOTSTRAP_ADMIN_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN} "
+                    "characters"
+                )
+        if self.backlog_low >= self.backlog_high:
+            raise ValueError("backlog_low must be below backlog_high")
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, the optional EMBERLINK_ENV_FILE, then ``overrides``."""
+    env_file = os.environ.get("EMBERLINK_ENV_FILE")
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,319 @@
+"""The ingest pipeline, without I/O to the broker: payloads in, stored rows and acks out.
+
+``Ingestor.accept(topic, payload)`` decodes, authenticates and buffers one message (or
+quarantines it with the reason); ``Ingestor.flush()`` writes everything buffered in one
+transaction and returns the acks to publish, which the caller publishes only after the commit
+succeeded. The MQTT worker and the HTTP endpoint both drive this class, so one pipeline serves
+both.
+
+Exactly once: the events table is unique on (gateway_id, boot, seq) and every insert is
+``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the keys that were new, so a duplicate (a
+redelivery, a replay, the same batch handled by two workers at once) is stored once and its
+side effects (alarms, device liveness) happen once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emberlink.protocol import codes, messages, topics, wire
+from emberlink.protocol.errors import ProtocolError
+from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .. import models
+from ..health import HealthPolicy
+from . import store
+
+log = logging.getLogger(__name__)
+
+# Quarantine reasons of our own (protocol errors bring theirs in ``.reason``).
+R_BAD_TOPIC = "bad topic"
+R_UNKNOWN_GATEWAY = "unknown gateway"
+R_GW_MISMATCH = "gateway does not match topic"
+R_BAD_WILL = "bad will message"
+
+REGISTRY_TTL_S = 10.0  # a changed MAC key or heartbeat override reaches workers this fast
+FLUSH_RETRIES = 3  # a PostgreSQL deadlock between workers aborts one flush; it is retried
+HWM_SCAN_LIMIT = 100_000  # seqs read per stream per flush while advancing the high-water mark
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    id: int
+    mac_key: bytes | None
+    heartbeat_s: int | None
+    offline_after_misses: int | None
+
+
+@dataclass
+class Accepted:
+    """A decoded, authenticated batch waiting for the next flush."""
+
+    topic: str
+    leaf: str
+    batch: messages.Batch
+    received_ms: int
+    retained: bool = False
+
+
+@dataclass
+class FlushResult:
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    acks: list[messages.Ack] = field(default_factory=list)
+
+
+class GatewayCache:
+    """Registry lookups (MAC key, health overrides) cached for REGISTRY_TTL_S."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl_s: float = REGISTRY_TTL_S) -> None:
+        self._sessions = sessions
+        self._ttl_s = ttl_s
+        self._cache: dict[int, tuple[float, GatewayInfo | None]] = {}
+
+    def get(self, gw: int) -> GatewayInfo | None:
+        hit = self._cache.get(gw)
+        t = time.monotonic()
+        if hit is not None and t - hit[0] < self._ttl_s:
+            return hit[1]
+        with self._sessions() as s:
+            row = s.get(models.Gateway, gw)
+            info = (
+                None
+                if row is None
+                else GatewayInfo(row.id, row.mac_key, row.heartbeat_s, row.offline_after_misses)
+            )
+        self._cache[gw] = (t, info)
+        return info
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+class Ingestor:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        policy: HealthPolicy | None = None,
+        late_after_ms: int = 120_000,
+        clock: Callable[[], int] = now_ms,
+        registry_ttl_s: float = REGISTRY_TTL_S,
+    ) -> None:
+        self._sessions = sessions
+        self.policy = policy or HealthPolicy()
+        self.late_after_ms = late_after_ms
+        self.clock = clock
+        self.gateways = GatewayCache(sessions, registry_ttl_s)
+        self._pending: list[Accepted] = []
+        self._pending_events = 0
+        self._quarantine: list[dict[str, Any]] = []
+
+    # ---- accept -----------------------------------------------------------------------------
+
+    @property
+    def pending_events(self) -> int:
+        return self._pending_events + len(self._quarantine)
+
+    def accept(
+        self, topic: str, payload: bytes, *, source: str = "mqtt", retained: bool = False
+    ) -> str | None:
+        """Decode and buffer one message. Returns None, or the quarantine reason."""
+        received = self.clock()
+        gw: int | None = None
+        try:
+            gw, leaf = topics.parse(topic)
+        except ValueError as e:
+            return self._quarantined(received, source, topic, None, R_BAD_TOPIC, str(e), payload)
+        if leaf not in (topics.EVENTS, topics.STATE):
+            return self._quarantined(
+                received, source, topic, gw, R_BAD_TOPIC, f"ingest does not take {leaf!r}", payload
+            )
+        info = self.gateways.get(gw)
+        if info is None:
+            return self._quarantined(
+                received,
+                source,
+                topic,
+                gw,
+                R_UNKNOWN_GATEWAY,
+                f"gateway {gw} is not registered",
+                payload,
+            )
+        try:
+            batch = wire.open_batch(payload, key=info.mac_key, require_mac=info.mac_key is not None)
+        except ProtocolError as e:
+            return self._quarantined(received, source, topic, gw, e.reason, str(e), payload)
+        except Exception as e:  # a decoder bug must not stop the worker either
+            log.exception("decoder failed on %s", topic)
+            return self._quarantined(
+                received, source, topic, gw, "decoder error", repr(e)[:500], payload
+            )
+        if batch.gw != gw:
+            return self._quarantined(
+                received,
+                source,
+                topic,
+                gw,
+                R_GW_MISMATCH,
+                f"batch says gateway {batch.gw}, topic says {gw}",
+                payload,
+            )
+        if leaf == topics.STATE:
+            kinds = [e.kind for e in batch.events]
+            if batch.seq0 == 0 and kinds != [codes.DEATH]:
+                return self._quarantined(
+                    received,
+                    source,
+                    topic,
+                    gw,
+                    R_BAD_WILL,
+                    "seq0 = 0 is reserved for a will holding one death event",
+                    payload,
+                )
+        elif batch.seq0 == 0:
+            return self._quarantined(
+                received, source, topic, gw, R_BAD_WILL, "seq0 = 0 on the event topic", payload
+            )
+        self._pending.append(Accepted(topic, leaf, batch, received, retained))
+        self._pending_events += len(batch.events)
+        return None
+
+    def _quarantined(
+        self,
+        received: int,
+        source: str,
+        topic: str,
+        gw: int | None,
+        reason: str,
+        detail: str,
+        payload: bytes,
+    ) -> str:
+        log.warning("quarantined message on %r: %s (%s)", topic[:200], reason, detail[:200])
+        self._quarantine.append(
+            {
+                "received_ms": received,
+                "source": source,
+                "topic": topic[:200],
+                "gateway_id": gw,
+                "reason": reason[:100],
+                "detail": detail[:2000],
+                "payload": bytes(payload),
+            }
+        )
+        return reason
+
+    # ---- flush ------------------------------------------------------------------------------
+
+    def flush(self) -> FlushResult:
+        """Write everything buffered in one transaction; the acks are safe to publish after."""
+        if not self._pending and not self._quarantine:
+            return FlushResult()
+        pending, quarantine = self._pending, self._quarantine
+        for attempt in range(1, FLUSH_RETRIES + 1):
+            try:
+                with self._sessions() as session, session.begin():
+                    result = self._write(session, pending, quarantine)
+                break
+            except DBAPIError as e:
+                if attempt == FLUSH_RETRIES or not _retryable(e):
+                    raise
+                log.warning("flush attempt %d failed, retrying: %s", attempt, e.orig)
+        self._pending, self._quarantine, self._pending_events = [], [], 0
+        return result
+
+    def _write(
+        self, session: Session, pending: list[Accepted], quarantine: list[dict[str, Any]]
+    ) -> FlushResult:
+        now = self.clock()
+        out = FlushResult(quarantined=len(quarantine))
+        if quarantine:
+            session.execute(insert(models.Quarantine), quarantine)
+        rows: dict[tuple[int, int, int], dict[str, Any]] = {}
+        seen: dict[int, store.GatewaySeen] = {}
+        for acc in pending:
+            b = acc.batch
+            g = seen.setdefault(b.gw, store.GatewaySeen(b.gw))
+            g.observe(acc.leaf == topics.STATE, acc.batch, acc.received_ms, acc.retained)
+            if acc.leaf == topics.STATE:
+                continue
+            late_batch = bool(b.flags & codes.BF_REPLAYED)
+            for seq, ev in b.seqs():
+                t = b.t0 + ev.dt
+                rows.setdefault(
+                    (b.gw, b.boot, seq),
+                    _row(
+                        b,
+                        seq,
+                        ev,
+                        t,
+                        acc.received_ms,
+                        late_batch or acc.received_ms - t > self.late_after_ms,
+                    ),
+                )
+        new_keys = store.insert_events(session=session, rows=[rows[k] for k in sorted(rows)])
+        out.stored = len(new_keys)
+        out.duplicates = len(rows) - len(new_keys)
+        new_rows = [rows[k] for k in sorted(new_keys)]
+        store.apply_device_reports(session=session, rows=new_rows, now_ms=now, policy=self.policy)
+        store.apply_alarm_events(session=session, rows=new_rows)
+        for gw in sorted(seen):
+            info = self.gateways.get(gw)
+            store.update_gateway_health(
+                session=session,
+                seen=seen[gw],
+                now_ms=now,
+                policy=self.policy,
+                heartbeat_override=info.heartbeat_s if info else None,
+                misses_override=info.offline_after_misses if info else None,
+            )
+        streams = sorted({(k[0], k[1]) for k in rows})
+        for gw, boot in streams:
+            hwm = store.advance_stream(session=session, gateway_id=gw, boot=boot, now_ms=now)
+            if hwm > 0:
+                out.acks.append(messages.Ack(gw, boot, hwm))
+        return out
+
+
+def _retryable(e: DBAPIError) -> bool:
+    code = getattr(e.orig, "sqlstate", None)
+    # 40P01 deadlock, 40001 serialization failure; SQLite "database is locked" after the timeout.
+    return code in ("40P01", "40001") or "locked" in str(e.orig)
+
+
+def _row(
+    b: messages.Batch, seq: int, ev: messages.Event, t: int, received: int, late: bool
+) -> dict[str, Any]:
+    data = ev.fields()
+    for k in ("kind", "dt", "src", "state", "code"):
+        data.pop(k, None)
+    for k, v in list(data.items()):
+        if isinstance(v, tuple):
+            data[k] = list(v)
+        elif isinstance(v, dict):
+            data[k] = {str(kk): (vv.hex() if isinstance(vv, bytes) else vv) for kk, vv in v.items()}
+    return {
+        "gateway_id": b.gw,
+        "boot": b.boot,
+        "seq": seq,
+        "kind": ev.kind,
+        "src": ev.src,
+        "state": ev.state,
+        "code": ev.code,
+        "t_ms": t,
+        "received_ms": received,
+        "batch_flags": b.flags,
+        "late": late,
+        "data": data,
+    }

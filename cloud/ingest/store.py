@@ -1,0 +1,420 @@
+"""What ingest and the health sweep write: events, streams, health, device liveness, alarms.
+
+Keyword-only functions that take a Session and never commit; the caller owns the transaction
+(``Ingestor.flush`` for ingest, ``run_sweep`` for the sweep). Rows are touched in sorted key
+order so that concurrent workers on PostgreSQL take locks in one order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emberlink.protocol import codes, messages
+from sqlalchemy import case, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .. import models
+from ..health import (
+    OFFLINE,
+    ONLINE,
+    UNKNOWN,
+    GatewayFacts,
+    HealthPolicy,
+    derive_gateway,
+    effective_heartbeat_s,
+    settle,
+)
+
+# Kinds that open an alarm object when their state is ACTIVE.
+ALARM_KINDS = (
+    codes.FIRE_ALARM,
+    codes.PRE_ALARM,
+    codes.FAULT,
+    codes.SUPERVISORY,
+    codes.MANUAL_ALARM,
+    codes.COMMS,
+)
+H_OUTBOX = 4  # codes.HEALTH_NAMES keys
+H_DEVICES_DOWN = 7
+H_HEARTBEAT = 10
+I_SW = 0  # codes.INFO_NAMES keys
+I_HEARTBEAT = 3
+
+
+def _insert(session: Session, table: Any) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {name!r}")
+
+
+def device_key(src: int) -> tuple[int, int]:
+    """(bus, modbus unit) of an event source; src = (bus << 24) | (unit << 16) | point."""
+    return (src >> 24) & 0xFF, (src >> 16) & 0xFF
+
+
+@dataclass
+class GatewaySeen:
+    """What one flush learned about one gateway."""
+
+    gateway_id: int
+    last_seen_ms: int | None = None
+    will_ms: int | None = None
+    boot: int | None = None
+    health_t: int | None = None
+    health: dict[int, int] | None = None
+    heartbeat_s: int | None = None
+    sw: str | None = None
+    clock_unsynced: bool | None = None
+
+    def observe(self, on_state: bool, b: messages.Batch, received: int, retained: bool) -> None:
+        if on_state:
+            for ev in b.events:
+                if ev.kind == codes.DEATH and not retained:
+                    # The will: a fast hint that the connection is gone (not a sign of life).
+                    self.will_ms = max(self.will_ms or 0, received)
+                elif ev.kind == codes.BIRTH:
+                    self._birth(ev)
+            if retained or all(ev.kind == codes.DEATH for ev in b.events):
+                return
+        self.last_seen_ms = max(self.last_seen_ms or 0, received)
+        self.boot = b.boot if self.boot is None else max(self.boot, b.boot)
+        self.clock_unsynced = bool(b.flags & codes.BF_CLOCK_UNSYNCED)
+        for ev in b.events:
+            t = b.t0 + ev.dt
+            if ev.kind == codes.HEALTH and ev.health is not None:
+                if self.health_t is None or t >= self.health_t:
+                    self.health_t, self.health = t, dict(ev.health)
+            elif ev.kind == codes.BIRTH:
+                self._birth(ev)
+
+    def _birth(self, ev: messages.Event) -> None:
+        info = ev.info or {}
+        if isinstance(info.get(I_SW), str):
+            self.sw = info[I_SW][:64]
+        if isinstance(info.get(I_HEARTBEAT), int):
+            self.heartbeat_s = info[I_HEARTBEAT]
+
+
+def insert_events(*, session: Session, rows: list[dict[str, Any]]) -> set[tuple[int, int, int]]:
+    """Insert rows, skipping stored (gateway, boot, seq); returns the keys that were new."""
+    if not rows:
+        return set()
+    t = models.Event.__table__
+    stmt = (
+        _insert(session, t)
+        .on_conflict_do_nothing(index_elements=["gateway_id", "boot", "seq"])
+        .returning(t.c.gateway_id, t.c.boot, t.c.seq)
+    )
+    res = session.execute(stmt, rows)
+    return {(r[0], r[1], r[2]) for r in res}
+
+
+def advance_stream(*, session: Session, gateway_id: int, boot: int, now_ms: int) -> int:
+    """Move the stream's contiguous high-water mark as far as stored seqs allow; returns it.
+
+    DROPPED events cover the seq range the gateway evicted, so those seqs never hold it back.
+    """
+    st = session.execute(
+        select(models.Stream)
+        .where(models.Stream.gateway_id == gateway_id, models.Stream.boot == boot)
+        .with_for_update()
+    ).scalar_one_or_none()
+    hwm = st.hwm if st is not None else 0
+    E = models.Event
+    cond = (E.gateway_id == gateway_id, E.boot == boot, E.seq > hwm)
+    seqs = session.execute(select(E.seq).where(*cond).order_by(E.seq).limit(100_000)).scalars()
+    spans = [(s, s) for s in seqs]
+    for data in session.execute(select(E.data).where(*cond, E.kind == codes.DROPPED)).scalars():
+        r = data.get("range")
+        if isinstance(r, list) and len(r) == 2:
+            spans.append((int(r[0]), int(r[1])))
+    spans.sort()
+    new = hwm
+    for a, b in spans:
+        if a > new + 1:
+            break
+        new = max(new, b)
+    if st is None:
+        stmt = _insert(session, models.Stream.__table__).values(
+            gateway_id=gateway_id, boot=boot, hwm=new, updated_ms=now_ms
+        )
+        t = models.Stream.__table__
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["gateway_id", "boot"],
+            set_={
+                "hwm": case((t.c.hwm > stmt.excluded.hwm, t.c.hwm), else_=stmt.excluded.hwm),
+                "updated_ms": now_ms,
+            },
+        )
+        session.execute(stmt)
+    elif new > st.hwm:
+        st.hwm, st.updated_ms = new, now_ms
+    return new
+
+
+def _transition(
+    session: Session,
+    gateway_id: int,
+    device_id: int | None,
+    old: str,
+    new: str,
+    reason: str,
+    at: int,
+) -> None:
+    session.add(
+        models.HealthTransition(
+            gateway_id=gateway_id,
+            device_id=device_id,
+            from_status=old,
+            to_status=new,
+            reason=reason[:300],
+            at_ms=at,
+        )
+    )
+
+
+def _gateway_health_row(session: Session, gateway_id: int, now_ms: int) -> models.GatewayHealth:
+    row = session.execute(
+        select(models.GatewayHealth)
+        .where(models.GatewayHealth.gateway_id == gateway_id)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        stmt = _insert(session, models.GatewayHealth.__table__).values(
+            gateway_id=gateway_id,
+            status=UNKNOWN,
+            reason="never heard from",
+            since_ms=now_ms,
+            clock_unsynced=False,
+        )
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["gateway_id"]))
+        row = session.execute(
+            select(models.GatewayHealth)
+            .where(models.GatewayHealth.gateway_id == gateway_id)
+            .with_for_update()
+        ).scalar_one()
+    return row
+
+
+def evaluate_gateway(
+    *,
+    session: Session,
+    row: models.GatewayHealth,
+    now_ms: int,
+    policy: HealthPolicy,
+    heartbeat_override: int | None,
+    misses_override: int | None,
+) -> bool:
+    """Re-derive one gateway's status into ``row``; True when the status changed."""
+    facts = GatewayFacts(
+        status=row.status,
+        last_seen_ms=row.last_seen_ms,
+        heartbeat_s=effective_heartbeat_s(heartbeat_override, row.heartbeat_s, policy),
+        misses=misses_override or policy.misses,
+        will_ms=row.will_ms,
+        outbox_depth=row.outbox_depth,
+        devices_down=row.devices_down,
+        clock_unsynced=row.clock_unsynced,
+    )
+    verdict = derive_gateway(facts, now_ms, policy)
+    take, next_check = settle(row.status, row.since_ms, verdict, now_ms, policy.min_dwell_ms)
+    row.next_check_ms = next_check
+    if take:
+        _transition(
+            session, row.gateway_id, None, row.status, verdict.status, verdict.reason, now_ms
+        )
+        row.status, row.reason, row.since_ms = verdict.status, verdict.reason[:300], now_ms
+        return True
+    if verdict.status == row.status:
+        row.reason = verdict.reason[:300]
+    return False
+
+
+def update_gateway_health(
+    *,
+    session: Session,
+    seen: GatewaySeen,
+    now_ms: int,
+    policy: HealthPolicy,
+    heartbeat_override: int | None,
+    misses_override: int | None,
+) -> None:
+    row = _gateway_health_row(session, seen.gateway_id, now_ms)
+    if seen.last_seen_ms is not None and seen.last_seen_ms > (row.last_seen_ms or 0):
+        row.last_seen_ms = seen.last_seen_ms
+        if seen.clock_unsynced is not None:
+            row.clock_unsynced = seen.clock_unsynced
+    if seen.will_ms is not None and seen.will_ms > (row.will_ms or 0):
+        row.will_ms = seen.will_ms
+    if seen.boot is not None and seen.boot >= (row.boot or 0):
+        row.boot = seen.boot
+    h, ht = seen.health, seen.health_t
+    if h is not None and ht is not None and ht >= (row.last_heartbeat_ms or 0):
+        row.last_heartbeat_ms = ht
+        row.outbox_depth = h.get(H_OUTBOX, row.outbox_depth)
+        row.devices_down = h.get(H_DEVICES_DOWN, row.devices_down)
+        if h.get(H_HEARTBEAT):
+            row.heartbeat_s = h[H_HEARTBEAT]
+    if seen.heartbeat_s:
+        row.heartbeat_s = seen.heartbeat_s
+    if seen.sw is not None:
+        row.sw = seen.sw
+    evaluate_gateway(
+        session=session,
+        row=row,
+        now_ms=now_ms,
+        policy=policy,
+        heartbeat_override=heartbeat_override,
+        misses_override=misses_override,
+    )
+
+
+def run_sweep(*, session: Session, now_ms: int, policy: HealthPolicy) -> int:
+    """Re-derive every gateway whose status can change by time alone; returns the changes."""
+    GH, G = models.GatewayHealth, models.Gateway
+    q = (
+        select(GH, G.heartbeat_s, G.offline_after_misses)
+        .join(G, G.id == GH.gateway_id)
+        .where(GH.next_check_ms <= now_ms)
+        .order_by(GH.gateway_id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(of=GH, skip_locked=True)  # concurrent sweepers split the work
+    changed = 0
+    for row, hb, misses in session.execute(q).all():
+        changed += evaluate_gateway(
+            session=session,
+            row=row,
+            now_ms=now_ms,
+            policy=policy,
+            heartbeat_override=hb,
+            misses_override=misses,
+        )
+    return changed
+
+
+def apply_device_reports(
+    *, session: Session, rows: list[dict[str, Any]], now_ms: int, policy: HealthPolicy
+) -> None:
+    """Device liveness from new events: COMMS says lost/restored, any event says it is there."""
+    by_key: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["src"] != 0:
+            bus, unit = device_key(r["src"])
+            by_key.setdefault((r["gateway_id"], bus, unit), []).append(r)
+    if not by_key:
+        return
+    keys = sorted(by_key)
+    D, DH = models.Device, models.DeviceHealth
+    session.execute(
+        _insert(session, D.__table__).on_conflict_do_nothing(
+            index_elements=["gateway_id", "bus", "unit_addr"]
+        ),
+        [{"gateway_id": g, "bus": b, "unit_addr": u, "name": ""} for g, b, u in keys],
+    )
+    ids = {
+        (g, b, u): i
+        for i, g, b, u in session.execute(
+            select(D.id, D.gateway_id, D.bus, D.unit_addr).where(
+                tuple_(D.gateway_id, D.bus, D.unit_addr).in_(keys)
+            )
+        )
+    }
+    session.execute(
+        _insert(session, DH.__table__).on_conflict_do_nothing(index_elements=["device_id"]),
+        [
+            {"device_id": ids[k], "status": UNKNOWN, "reason": "no report yet", "since_ms": now_ms}
+            for k in keys
+        ],
+    )
+    health = {
+        h.device_id: h
+        for h in session.execute(
+            select(DH)
+            .where(DH.device_id.in_(ids.values()))
+            .order_by(DH.device_id)
+            .with_for_update()
+        ).scalars()
+    }
+    for k in keys:
+        h = health[ids[k]]
+        for r in by_key[k]:
+            h.last_seen_ms = max(h.last_seen_ms or 0, r["received_ms"])
+            target, reason = None, ""
+            if r["kind"] == codes.COMMS and r["state"] == codes.ACTIVE:
+                cond = codes.name_of(codes.CONDITION_NAMES, r["code"]) if r["code"] else "lost"
+                target, reason = OFFLINE, f"gateway reports communication lost ({cond})"
+            elif r["kind"] == codes.COMMS and r["state"] == codes.NORMAL:
+                target, reason = ONLINE, "gateway reports communication restored"
+            elif h.status == UNKNOWN:
+                target, reason = ONLINE, "events received"
+            if target is not None and target != h.status:
+                _transition(session, k[0], h.device_id, h.status, target, reason, now_ms)
+                h.status, h.reason, h.since_ms = target, reason, now_ms
+
+
+def apply_alarm_events(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    """Raise, acknowledge (at the panel) or return to normal the alarm objects of new events."""
+    rel = [r for r in rows if r["kind"] in ALARM_KINDS and r["state"] is not None]
+    if not rel:
+        return
+    A = models.Alarm
+    keys = sorted({(r["gateway_id"], r["src"], r["kind"], r["code"] or 0) for r in rel})
+    open_q = select(A).where(
+        tuple_(A.gateway_id, A.src, A.kind, A.code).in_(keys), A.status != "cleared"
+    )
+    open_alarms = {(a.gateway_id, a.src, a.kind, a.code): a for a in session.scalars(open_q)}
+    for r in rel:
+        k = (r["gateway_id"], r["src"], r["kind"], r["code"] or 0)
+        a = open_alarms.get(k)
+        state, t = r["state"], r["t_ms"]
+        if state == codes.ACTIVE:
+            if a is not None:
+                if not a.condition_active:
+                    a.condition_active, a.normal_ms = True, None
+                continue
+            stmt = _insert(session, A.__table__).on_conflict_do_nothing(
+                index_elements=["gateway_id", "src", "kind", "code"],
+                index_where=text("status != 'cleared'"),
+            )
+            session.execute(
+                stmt,
+                {
+                    "gateway_id": k[0],
+                    "src": k[1],
+                    "kind": k[2],
+                    "code": k[3],
+                    "status": "active",
+                    "condition_active": True,
+                    "late": r["late"],
+                    "test": bool((r["data"].get("eflags") or 0) & codes.EF_TEST),
+                    "raised_ms": t,
+                    "received_ms": r["received_ms"],
+                    "boot": r["boot"],
+                    "seq": r["seq"],
+                },
+            )
+            found = session.scalars(
+                select(A).where(
+                    A.gateway_id == k[0],
+                    A.src == k[1],
+                    A.kind == k[2],
+                    A.code == k[3],
+                    A.status != "cleared",
+                )
+            ).one()
+            open_alarms[k] = found
+        elif a is None:
+            continue
+        elif state == codes.ACKNOWLEDGED and a.status == "active":
+            a.status, a.acked_by, a.acked_ms = "acknowledged", "panel", t
+        elif state == codes.NORMAL:
+            a.condition_active, a.normal_ms = False, t
+            if a.status == "acknowledged":
+                a.status, a.cleared_by, a.cleared_ms = "cleared", "device", t
+                del open_alarms[k]

@@ -1,0 +1,294 @@
+"""Tables of the registry as SQLAlchemy 2 ``Mapped[]`` classes (the API schemas are in schemas.py).
+
+Times are UTC milliseconds in BIGINT columns, as on the wire, so that SQLite and PostgreSQL
+store and compare them identically. Health rows are derived: only ingest and the sweep write
+them; no API route edits them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints so that migrations (and SQLite batch mode) can refer to them.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# An autoincrementing 64-bit key on PostgreSQL that is still SQLite's rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+UNIT_KINDS = ("key_unit", "micro_station")
+SITE_KINDS = ("site", "building")
+ROLES = ("admin", "operator", "installer", "contractor", "auditor")
+HEALTH_STATUSES = ("unknown", "online", "degraded", "offline")
+ALARM_STATUSES = ("active", "acknowledged", "cleared")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return column + " IN (" + ", ".join("'" + v + "'" for v in values) + ")"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class Unit(Base):
+    """A key unit (重点单位) or a micro fire station (微型消防站)."""
+
+    __tablename__ = "units"
+    __table_args__ = (CheckConstraint(_in("kind", UNIT_KINDS), name="kind"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    category: Mapped[str] = mapped_column(String(100), default="")
+    address: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    __table_args__ = (CheckConstraint(_in("kind", SITE_KINDS), name="kind"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), default="site")
+    address: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Gateway(Base):
+    """A gateway; its id is the registry gateway number that appears in topics and batches."""
+
+    __tablename__ = "gateways"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    serial: Mapped[str | None] = mapped_column(String(100))
+    mac_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Per-gateway overrides of the health settings (None: the gateway's report, then defaults).
+    heartbeat_s: Mapped[int | None] = mapped_column(Integer)
+    offline_after_misses: Mapped[int | None] = mapped_column(Integer)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class GatewayHealth(Base):
+    """Derived liveness of one gateway; written only by ingest and the sweep."""
+
+    __tablename__ = "gateway_health"
+    __table_args__ = (CheckConstraint(_in("status", HEALTH_STATUSES), name="status"),)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), default="unknown")
+    reason: Mapped[str] = mapped_column(String(300), default="never heard from")
+    since_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_heartbeat_ms: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_s: Mapped[int | None] = mapped_column(Integer)  # as the gateway announced it
+    boot: Mapped[int | None] = mapped_column(BigInteger)
+    outbox_depth: Mapped[int | None] = mapped_column(BigInteger)
+    devices_down: Mapped[int | None] = mapped_column(Integer)
+    clock_unsynced: Mapped[bool] = mapped_column(Boolean, default=False)
+    will_ms: Mapped[int | None] = mapped_column(BigInteger)  # broker will received (fast hint)
+    sw: Mapped[str | None] = mapped_column(String(64))
+    # When the derived status can next change by time alone; the sweep reads this index.
+    next_check_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
+
+
+class Device(Base):
+    """A field device behind a gateway: one Modbus unit on one bus."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("gateway_id", "bus", "unit_addr"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"))
+    bus: Mapped[int] = mapped_column(Integer)
+    unit_addr: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    part: Mapped[int | None] = mapped_column(Integer)  # GB/T 26875.3 part type
+
+
+class DeviceHealth(Base):
+    """Derived liveness of one device, from its gateway's reports."""
+
+    __tablename__ = "device_health"
+    __table_args__ = (CheckConstraint(_in("status", HEALTH_STATUSES), name="status"),)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), default="unknown")
+    reason: Mapped[str] = mapped_column(String(300), default="no report yet")
+    since_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Point(Base):
+    """One addressable point of a device (a detector loop address, a channel)."""
+
+    __tablename__ = "points"
+    __table_args__ = (UniqueConstraint("device_id", "point"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    point: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    sys: Mapped[int | None] = mapped_column(Integer)
+    part: Mapped[int | None] = mapped_column(Integer)
+
+
+class Event(Base):
+    """One stored event; (gateway_id, boot, seq) is its identity and is stored once."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("gateway_id", "boot", "seq"),
+        Index("ix_events_gateway_t", "gateway_id", "t_ms"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"))
+    boot: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[int] = mapped_column(Integer, index=True)
+    src: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[int | None] = mapped_column(Integer)
+    code: Mapped[int | None] = mapped_column(Integer)
+    t_ms: Mapped[int] = mapped_column(BigInteger)  # event time: batch t0 + dt
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+    batch_flags: Mapped[int] = mapped_column(Integer, default=0)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # the remaining fields, by name
+
+
+class Stream(Base):
+    """Per (gateway, boot): the contiguous high-water mark of stored sequence numbers."""
+
+    __tablename__ = "streams"
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), primary_key=True)
+    boot: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hwm: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Alarm(Base):
+    """One alarm per (point, condition) while open: active -> acknowledged -> cleared."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        CheckConstraint(_in("status", ALARM_STATUSES), name="status"),
+        # At most one open alarm per (gateway, point, kind, condition).
+        Index(
+            "uq_alarms_open",
+            "gateway_id",
+            "src",
+            "kind",
+            "code",
+            unique=True,
+            sqlite_where=text("status != 'cleared'"),
+            postgresql_where=text("status != 'cleared'"),
+        ),
+        Index("ix_alarms_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), index=True)
+    src: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[int] = mapped_column(Integer)
+    code: Mapped[int] = mapped_column(Integer)  # condition code, 0 when none was given
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    condition_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    test: Mapped[bool] = mapped_column(Boolean, default=False)
+    raised_ms: Mapped[int] = mapped_column(BigInteger)
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+    boot: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    normal_ms: Mapped[int | None] = mapped_column(BigInteger)  # the device reported normal
+    acked_by: Mapped[str | None] = mapped_column(String(200))
+    acked_ms: Mapped[int | None] = mapped_column(BigInteger)
+    cleared_by: Mapped[str | None] = mapped_column(String(200))
+    cleared_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AlarmComment(Base):
+    __tablename__ = "alarm_comments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    author: Mapped[str] = mapped_column(String(200))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class HealthTransition(Base):
+    """History of health changes of a gateway (device_id None) or of one of its devices."""
+
+    __tablename__ = "health_transitions"
+    __table_args__ = (Index("ix_health_transitions_gateway_at", "gateway_id", "at_ms"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    from_status: Mapped[str] = mapped_column(String(10))
+    to_status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(String(300))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class UserUnit(Base):
+    """The units a contractor may see."""
+
+    __tablename__ = "user_units"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), primary_key=True)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Quarantine(Base):
+    """A message ingest refused, kept with the reason so that nothing disappears silently."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    source: Mapped[str] = mapped_column(String(10))  # mqtt | http
+    topic: Mapped[str] = mapped_column(String(200))
+    gateway_id: Mapped[int | None] = mapped_column(BigInteger)  # from the topic, if it parsed
+    reason: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)

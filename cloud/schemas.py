@@ -1,0 +1,337 @@
+"""API schemas (Pydantic), kept apart from the tables in models.py.
+
+Each resource has a small family: ``XCreate`` (what a client sends), ``XPublic`` (what the API
+returns) and ``XsPublic`` (a list page). Times are UTC milliseconds, as on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UnitKind = Literal["key_unit", "micro_station"]
+SiteKind = Literal["site", "building"]
+Role = Literal["admin", "operator", "installer", "contractor", "auditor"]
+HealthStatus = Literal["unknown", "online", "degraded", "offline"]
+AlarmStatus = Literal["active", "acknowledged", "cleared"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Organisation to create
+class OrganisationCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+
+
+# Organisation as returned
+class OrganisationPublic(_Out):
+    id: int
+    name: str
+
+
+# Unit (key unit or micro station) to create
+class UnitCreate(_In):
+    organisation_id: int
+    name: str = Field(min_length=1, max_length=200)
+    kind: UnitKind
+    category: str = Field(default="", max_length=100)
+    address: str = Field(default="", max_length=300)
+
+
+# Unit as returned
+class UnitPublic(_Out):
+    id: int
+    organisation_id: int
+    name: str
+    kind: UnitKind
+    category: str
+    address: str
+
+
+# A page of units
+class UnitsPublic(BaseModel):
+    data: list[UnitPublic]
+    count: int
+
+
+# Site or building to create
+class SiteCreate(_In):
+    unit_id: int
+    name: str = Field(min_length=1, max_length=200)
+    kind: SiteKind = "site"
+    address: str = Field(default="", max_length=300)
+
+
+# Site as returned
+class SitePublic(_Out):
+    id: int
+    unit_id: int
+    name: str
+    kind: SiteKind
+    address: str
+
+
+# Gateway to register; id is the gateway number used in topics and batches
+class GatewayCreate(_In):
+    id: int = Field(ge=0, le=0xFFFFFFFF)
+    site_id: int
+    name: str = Field(min_length=1, max_length=200)
+    serial: str | None = Field(default=None, max_length=100)
+    mac_key_hex: str | None = Field(
+        default=None, pattern=r"^([0-9a-fA-F]{2}){16,64}$", description="16..64 bytes as hex"
+    )
+    heartbeat_s: int | None = Field(default=None, ge=1, le=86_400)
+    offline_after_misses: int | None = Field(default=None, ge=1, le=100)
+
+
+# Derived health of a gateway (read-only)
+class GatewayHealthPublic(_Out):
+    status: HealthStatus
+    reason: str
+    since_ms: int
+    last_seen_ms: int | None
+    last_heartbeat_ms: int | None
+    heartbeat_s: int | None
+    boot: int | None
+    outbox_depth: int | None
+    devices_down: int | None
+    clock_unsynced: bool
+    sw: str | None
+
+
+# Gateway as returned in lists
+class GatewayPublic(_Out):
+    id: int
+    site_id: int
+    unit_id: int
+    name: str
+    serial: str | None
+    has_mac_key: bool
+    heartbeat_s: int | None
+    offline_after_misses: int | None
+    health: GatewayHealthPublic | None
+
+
+# A page of gateways
+class GatewaysPublic(BaseModel):
+    data: list[GatewayPublic]
+    count: int
+
+
+# Field device to register (devices also appear when a gateway reports them)
+class DeviceCreate(_In):
+    gateway_id: int
+    bus: int = Field(ge=0, le=255)
+    unit_addr: int = Field(ge=0, le=255)
+    name: str = Field(default="", max_length=200)
+    part: int | None = Field(default=None, ge=0, le=255)
+
+
+# Derived liveness of a device (read-only)
+class DeviceHealthPublic(_Out):
+    status: HealthStatus
+    reason: str
+    since_ms: int
+    last_seen_ms: int | None
+
+
+# Device as returned
+class DevicePublic(_Out):
+    id: int
+    gateway_id: int
+    bus: int
+    unit_addr: int
+    name: str
+    part: int | None
+    health: DeviceHealthPublic | None
+    # The device's own status, or "unknown" while its gateway is offline.
+    effective_status: HealthStatus
+
+
+# Point to register
+class PointCreate(_In):
+    device_id: int
+    point: int = Field(ge=0, le=0xFFFF)
+    name: str = Field(default="", max_length=200)
+    sys: int | None = Field(default=None, ge=0, le=255)
+    part: int | None = Field(default=None, ge=0, le=255)
+
+
+# Point as returned
+class PointPublic(_Out):
+    id: int
+    device_id: int
+    point: int
+    name: str
+    sys: int | None
+    part: int | None
+
+
+# Gateway detail: registry, health and the devices behind it
+class GatewayDetail(GatewayPublic):
+    devices: list[DevicePublic]
+
+
+# One health transition
+class HealthTransitionPublic(_Out):
+    id: int
+    gateway_id: int
+    device_id: int | None
+    from_status: str
+    to_status: str
+    reason: str
+    at_ms: int
+
+
+# A page of health transitions
+class HealthHistoryPublic(BaseModel):
+    data: list[HealthTransitionPublic]
+    next_cursor: str | None
+
+
+# Fleet overview
+class FleetOverview(BaseModel):
+    gateways: int
+    online: int
+    degraded: int
+    offline: int
+    unknown: int
+    devices_offline: int
+    alarms_open: int
+    largest_backlog_gateway_id: int | None
+    largest_backlog: int | None
+
+
+# One stored event
+class EventPublic(_Out):
+    id: int
+    gateway_id: int
+    boot: int
+    seq: int
+    kind: int
+    kind_name: str
+    src: int
+    state: int | None
+    code: int | None
+    t_ms: int
+    received_ms: int
+    batch_flags: int
+    late: bool
+    data: dict[str, object]
+
+
+# A page of events, newest first
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    next_cursor: str | None
+
+
+# Alarm as returned
+class AlarmPublic(_Out):
+    id: int
+    gateway_id: int
+    src: int
+    kind: int
+    kind_name: str
+    code: int
+    status: AlarmStatus
+    condition_active: bool
+    late: bool
+    test: bool
+    raised_ms: int
+    received_ms: int
+    normal_ms: int | None
+    acked_by: str | None
+    acked_ms: int | None
+    cleared_by: str | None
+    cleared_ms: int | None
+
+
+# A page of alarms
+class AlarmsPublic(BaseModel):
+    data: list[AlarmPublic]
+    next_cursor: str | None
+
+
+# Optional comment with an acknowledge or clear
+class AlarmAction(_In):
+    comment: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+# Comment to add
+class CommentCreate(_In):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+# Comment as returned
+class CommentPublic(_Out):
+    id: int
+    alarm_id: int
+    author: str
+    at_ms: int
+    text: str
+
+
+# User to create
+class UserCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    unit_ids: list[int] = Field(default_factory=list, description="contractor scope")
+
+
+# User as returned
+class UserPublic(_Out):
+    id: int
+    name: str
+    role: Role
+    active: bool
+    unit_ids: list[int]
+
+
+# Token to create
+class TokenCreate(_In):
+    name: str = Field(default="", max_length=100)
+
+
+# A new token: the secret is shown this once
+class TokenCreated(BaseModel):
+    id: int
+    user_id: int
+    name: str
+    token: str
+
+
+# Quarantined message
+class QuarantinePublic(_Out):
+    id: int
+    received_ms: int
+    source: str
+    topic: str
+    gateway_id: int | None
+    reason: str
+    detail: str
+    payload_hex: str
+
+
+# A page of quarantined messages
+class QuarantinesPublic(BaseModel):
+    data: list[QuarantinePublic]
+    next_cursor: str | None
+
+
+# Result of an HTTP ingest call
+class IngestResult(BaseModel):
+    stored: int
+    duplicates: int
+    acks: list[dict[str, int]]
+
+
+class Message(BaseModel):
+    detail: str
