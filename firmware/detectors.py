@@ -1,0 +1,487 @@
+"""Detector functions: each turns (t_ms, dt_ms, sample) into inputs to its conditions.
+
+Every detector has ``step(t, dt, x, out)`` (the per-sample path: integers only, allocates
+nothing unless a condition changes state), ``conditions`` (its ``lifecycle.Condition``s) and
+``restart()`` (forget timers after an operator reset, so a cause still present is detected
+afresh). Thresholds are given in the sample's fixed-point units; ``config.py`` documents them
+and names the standard each default comes from.
+
+Times: ``t`` is monotonic ms; only differences modulo 2**30 are used (``elapsed``), so a board
+can pass ``time.ticks_ms()`` directly and nothing becomes a long int.
+"""
+
+from array import array
+
+from ..protocol import codes
+from .lifecycle import CLEAR, RAISE, Condition
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef]
+        return x
+
+
+TICKS_MASK = const(0x3FFFFFFF)  # monotonic ms wrap like time.ticks_ms() on a board
+
+
+def elapsed(t, t0):
+    """ms from ``t0`` to ``t`` modulo 2**30 (wrap-safe for intervals below ~12 days)."""
+    return (t - t0) & TICKS_MASK
+
+
+class Threshold:
+    """Level alarm with a hold delay and hysteresis, plus an optional pre-warning level.
+
+    Raises ``alarm`` when x >= ``level`` continuously for ``delay_ms``; the cause goes away
+    when x < ``clear``. The pre-warning works the same way with its own levels.
+    """
+
+    def __init__(
+        self,
+        point,
+        kind,
+        code,
+        level,
+        clear,
+        delay_ms,
+        latching,
+        pre=None,
+        pre_clear=None,
+        pre_delay_ms=0,
+    ):
+        self.alarm = Condition(point, kind, code, latching, point.unit, point.exp)
+        self.level = level
+        self.clear = clear
+        self.delay = delay_ms
+        self.timing = False
+        self.t0 = 0
+        self.pre = None
+        self.conditions = [self.alarm]
+        if pre is not None:
+            self.pre = Condition(point, codes.PRE_ALARM, code, False, point.unit, point.exp)
+            self.conditions.append(self.pre)
+        self.pre_level = pre if pre is not None else 0
+        self.pre_clear = pre_clear if pre_clear is not None else 0
+        self.pre_delay = pre_delay_ms
+        self.pre_timing = False
+        self.pre_t0 = 0
+
+    def restart(self):
+        self.timing = False
+        self.pre_timing = False
+
+    def step(self, t, dt, x, out):
+        c = self.alarm
+        if x >= self.level:
+            if not c.cause:
+                if not self.timing:
+                    self.timing = True
+                    self.t0 = t
+                if elapsed(t, self.t0) >= self.delay:
+                    c.apply(RAISE, t, x, out)
+        else:
+            self.timing = False
+            if c.cause and x < self.clear:
+                c.apply(CLEAR, t, x, out)
+        p = self.pre
+        if p is not None:
+            if x >= self.pre_level:
+                if not p.cause:
+                    if not self.pre_timing:
+                        self.pre_timing = True
+                        self.pre_t0 = t
+                    if elapsed(t, self.pre_t0) >= self.pre_delay:
+                        p.apply(RAISE, t, x, out)
+            else:
+                self.pre_timing = False
+                if p.cause and x < self.pre_clear:
+                    p.apply(CLEAR, t, x, out)
+
+
+class ResidualCurrent(Threshold):
+    """Residual-current alarm (GB 14287.2) with a natural-leakage margin check.
+
+    Besides the level alarm it tracks the highest leakage seen below the pre-warning (or
+    alarm) level over the last one to two ``leak_period_ms`` (two-bucket max, 24 h default)
+    and raises a SUPERVISORY residual_current condition when the setpoint is below ``margin``
+    times that natural leakage (GB 50116-2013 §9.2.3 commentary; Acrel: setting >= 2x the
+    maximum normal leakage).
+    """
+
+    def __init__(
+        self,
+        point,
+        kind,
+        level,
+        clear,
+        delay_ms,
+        latching,
+        pre,
+        pre_clear,
+        pre_delay_ms,
+        margin,
+        leak_period_ms,
+    ):
+        Threshold.__init__(
+            self, point, kind, 4, level, clear, delay_ms, latching, pre, pre_clear, pre_delay_ms
+        )
+        self.margin_cond = Condition(point, codes.SUPERVISORY, 4, False, point.unit, point.exp)
+        self.conditions.append(self.margin_cond)
+        self.margin = margin
+        self.period = leak_period_ms
+        self.natural = pre if pre is not None else level
+        self.cur = 0
+        self.prev = 0
+        self.b0 = 0
+        self.started = False
+
+    def step(self, t, dt, x, out):
+        Threshold.step(self, t, dt, x, out)
+        if not self.started:
+            self.started = True
+            self.b0 = t
+        elif elapsed(t, self.b0) >= self.period:
+            self.prev = self.cur
+            self.cur = 0
+            self.b0 = t
+        if x < self.natural and x > self.cur:
+            self.cur = x
+        peak = self.cur if self.cur > self.prev else self.prev
+        low = self.level < self.margin * peak
+        mc = self.margin_cond
+        if low != mc.cause:
+            mc.apply(RAISE if low else CLEAR, t, peak, out)
+
+
+class RateOfRise:
+    """Heat rate-of-rise (EN 54-5 class R): slope over a sliding ``window_ms`` >= ``rate``.
+
+    Keeps ``ANCHORS`` (t, x) points, one every window/ANCHORS ms; the slope is taken against
+    the oldest anchor once at least half the window is covered. ``rate`` is in sample units
+    per minute (0.1 K/min). Only above ``t_min`` (class typical application temperature).
+    """
+
+    ANCHORS = 8
+
+    def __init__(self, point, kind, rate, window_ms, t_min, latching):
+        self.alarm = Condition(point, kind, 3, latching, 15, point.exp)  # unit Cel/min
+        self.conditions = [self.alarm]
+        self.rate = rate
+        self.window = window_ms
+        self.every = window_ms // self.ANCHORS
+        self.t_min = t_min
+        self.at = array("i", bytes(4 * self.ANCHORS))
+        self.ax = array("i", bytes(4 * self.ANCHORS))
+        self.restart()
+
+    def restart(self):
+        self.n = 0  # anchors held
+        self.head = 0  # oldest anchor
+        self.last = 0  # newest anchor time
+
+    def step(self, t, dt, x, out):
+        a = self.ANCHORS
+        tm = t & TICKS_MASK
+        if self.n == 0 or elapsed(tm, self.last) >= self.every:
+            j = self.head + self.n
+            if j >= a:
+                j -= a
+            if self.n == a:
+                self.head = self.head + 1 if self.head + 1 < a else 0
+            else:
+                self.n += 1
+            self.at[j] = tm
+            self.ax[j] = x
+            self.last = tm
+        # Drop anchors older than the window.
+        while self.n > 1 and elapsed(tm, self.at[self.head]) > self.window:
+            self.head = self.head + 1 if self.head + 1 < a else 0
+            self.n -= 1
+        span = elapsed(tm, self.at[self.head])
+        rise = x - self.ax[self.head]
+        # rise [units] * 60000 / span [ms] >= rate [units/min], without dividing
+        fast = span * 2 >= self.window and x >= self.t_min and rise * 60000 >= self.rate * span
+        c = self.alarm
+        if fast:
+            if not c.cause:
+                c.apply(RAISE, t, rise * 60000 // span, out)
+        elif c.cause:
+            c.apply(CLEAR, t, rise * 60000 // span if span else 0, out)
+
+
+# Smoke verification states
+_V_IDLE = const(0)
+_V_RETARD = const(1)  # retard + reset + restart: readings ignored until it ends
+_V_CONFIRM = const(2)  # confirmation window: any re-alarm is an immediate, verified alarm
+
+
+class Smoke:
+    """Analog smoke: pre-alarm, alarm (optionally verified), drift compensation.
+
+    ``x`` is the raw chamber reading (0.001 dB/m). The clean-air ``base`` follows x slowly
+    (time constant ``tau_ms``) while x < base + pre-alarm margin, and is frozen otherwise (a
+    slow smoulder must not be compensated away). The alarm compares ``x - base`` with the
+    levels. Compensation % = (base - base_min) * 100 / (base_max - base_min): >= ``maint_pct``
+    raises a SUPERVISORY drift_compensation alert, >= 100 % a SUPERVISORY maintenance_due
+    (urgent), <= ``low_pct`` a FAULT low_chamber (Notifier pattern, standards.md §4.3).
+    """
+
+    def __init__(
+        self,
+        point,
+        kind,
+        alarm,
+        pre,
+        hold,
+        verify,
+        retard_ms,
+        window_ms,
+        base,
+        base_min,
+        base_max,
+        tau_ms,
+        maint_pct,
+        low_pct,
+        latching,
+    ):
+        self.alarm_c = Condition(point, kind, 1, latching, point.unit, point.exp)
+        self.pre_c = Condition(point, codes.PRE_ALARM, 1, False, point.unit, point.exp)
+        self.maint_c = Condition(point, codes.SUPERVISORY, 11, False, 14, 0)
+        self.urgent_c = Condition(point, codes.SUPERVISORY, 59, False, 14, 0)
+        self.low_c = Condition(point, codes.FAULT, 58, False, 14, 0)
+        self.conditions = [self.alarm_c, self.pre_c, self.maint_c, self.urgent_c, self.low_c]
+        self.level = alarm
+        self.pre = pre
+        self.hold = hold
+        self.verify = verify
+        self.retard = retard_ms
+        self.vwindow = window_ms
+        self.base = base
+        self.base_min = base_min
+        self.span = base_max - base_min
+        self.tau = tau_ms
+        self.maint = maint_pct
+        self.low = low_pct
+        self.rem = 0
+        self.checked = False
+        self.restart()
+
+    def restart(self):
+        self.over = 0  # consecutive samples at or above the alarm level
+        self.vstate = _V_IDLE
+        self.vt0 = 0
+
+    def comp_pct(self):
+        return (self.base - self.base_min) * 100 // self.span
+
+    def _drift(self, dt, x):
+        # base += (x - base) * dt / tau, carrying the remainder (exact, no floor bias)
+        num = (x - self.base) * dt + self.rem
+        stp = num // self.tau
+        self.rem = num - stp * self.tau
+        if stp:
+            self.base += stp
+            return True
+        return False
+
+    def step(self, t, dt, x, out):
+        d = x - self.base
+        if not self.checked:
+            self.checked = True
+            if self.tau:
+                self._maintenance(t, out)
+        # Drift compensation, frozen at and above pre-alarm and while verifying.
+        if self.tau and d < self.pre and self.vstate == _V_IDLE and not self.alarm_c.cause:
+            if dt > 60000:
+                dt = 60000
+            if self._drift(dt, x):
+                self._maintenance(t, out)
+                d = x - self.base
+        # Pre-alarm: non-latching, follows the compensated level.
+        pc = self.pre_c
+        if d >= self.pre:
+            if not pc.cause:
+                pc.apply(RAISE, t, d, out)
+        elif pc.cause:
+            pc.apply(CLEAR, t, d, out)
+        ac = self.alarm_c
+        if d >= self.level:
+            self.over += 1
+        else:
+            self.over = 0
+            if ac.cause:
+                ac.apply(CLEAR, t, d, out)
+        if ac.cause:
+            return
+        vs = self.vstate
+        if vs == _V_IDLE:
+            if self.over >= self.hold:
+                if self.verify:
+                    self.vstate = _V_RETARD
+                    self.vt0 = t
+                else:
+                    ac.apply(RAISE, t, d, out)
+        elif vs == _V_RETARD:
+            e = elapsed(t, self.vt0)
+            if e >= self.retard:
+                if self.over:
+                    self._verified(t, d, e, out)
+                else:
+                    self.vstate = _V_CONFIRM
+        elif elapsed(t, self.vt0) > self.retard + self.vwindow:
+            self.vstate = _V_IDLE
+            if self.over >= self.hold:  # a new first crossing starts a new verification
+                self.vstate = _V_RETARD
+                self.vt0 = t
+        elif self.over:
+            self._verified(t, d, elapsed(t, self.vt0), out)
+
+    def _verified(self, t, d, e, out):
+        # evidence: [ms from the first crossing to the verified alarm, confirmation window ms]
+        self.vstate = _V_IDLE
+        self.alarm_c.apply(RAISE, t, d, out, [e, self.vwindow])
+
+    def _maintenance(self, t, out):
+        # no tuples or lists here: it runs whenever the baseline moves
+        pct = self.comp_pct()
+        c = self.maint_c
+        if (pct >= self.maint) != c.cause:
+            c.apply(CLEAR if c.cause else RAISE, t, pct, out)
+        c = self.urgent_c
+        if (pct >= 100) != c.cause:
+            c.apply(CLEAR if c.cause else RAISE, t, pct, out)
+        c = self.low_c
+        if (pct <= self.low) != c.cause:
+            c.apply(CLEAR if c.cause else RAISE, t, pct, out)
+
+
+class Overcurrent:
+    """Inverse-time, definite-time and instantaneous overcurrent stages on one current channel.
+
+    ``inverse`` is an ``idmt.InverseTime`` (or None); the definite stage trips when x >
+    ``dt_pickup`` continuously for ``dt_delay_ms``; the instantaneous stage on the first sample
+    >= ``inst_pickup``. Each stage is its own condition (overcurrent_inverse / _definite /
+    _instantaneous); a stage's cause goes away below its dropout.
+    """
+
+    def __init__(
+        self, point, kind, latching, inverse, dt_pickup, dt_delay_ms, inst_pickup, dropout_pct
+    ):
+        u, e = point.unit, point.exp
+        self.inv = inverse
+        # All three conditions exist (a few bytes each); only configured stages report.
+        self.inv_c = Condition(point, kind, 6, latching, u, e)
+        self.dt_c = Condition(point, kind, 7, latching, u, e)
+        self.inst_c = Condition(point, kind, 8, latching, u, e)
+        self.conditions = []
+        if inverse is not None:
+            self.conditions.append(self.inv_c)
+        self.dt_pickup = dt_pickup or 0
+        self.dt_drop = self.dt_pickup * dropout_pct // 100
+        self.dt_delay = dt_delay_ms
+        if dt_pickup:
+            self.conditions.append(self.dt_c)
+        self.inst_pickup = inst_pickup or 0
+        self.inst_drop = self.inst_pickup * dropout_pct // 100
+        if inst_pickup:
+            self.conditions.append(self.inst_c)
+        self.restart()
+
+    def restart(self):
+        self.timing = False
+        self.t0 = 0
+        if self.inv is not None:
+            self.inv.acc = 0
+
+    def step(self, t, dt, x, out):
+        inv = self.inv
+        if inv is not None:
+            c = self.inv_c
+            if inv.step(dt, x):
+                if not c.cause:
+                    c.apply(RAISE, t, x, out)
+            elif c.cause and x <= inv.dropout:
+                c.apply(CLEAR, t, x, out)
+        if self.dt_pickup:
+            c = self.dt_c
+            if x > self.dt_pickup:
+                if not self.timing:
+                    self.timing = True
+                    self.t0 = t
+                if not c.cause and elapsed(t, self.t0) >= self.dt_delay:
+                    c.apply(RAISE, t, x, out)
+            elif x <= self.dt_drop:
+                self.timing = False
+                if c.cause:
+                    c.apply(CLEAR, t, x, out)
+        if self.inst_pickup:
+            c = self.inst_c
+            if x >= self.inst_pickup:
+                if not c.cause:
+                    c.apply(RAISE, t, x, out)
+            elif c.cause and x <= self.inst_drop:
+                c.apply(CLEAR, t, x, out)
+
+
+class ThermalOverload:
+    """IEC 60255-149 thermal image (``idmt.Thermal``) with trip and optional alarm levels.
+
+    Levels are in percent of the trip state theta = 1; the cause goes away below
+    ``clear_pct``. ``model.theta`` is the thermal memory to persist across restarts.
+    """
+
+    def __init__(self, point, kind, latching, model, alarm_pct, clear_pct, max_dt_ms):
+        from .idmt import THETA_ONE
+
+        self.model = model
+        self.trip_c = Condition(point, kind, 9, latching, 14, 0)
+        self.conditions = [self.trip_c]
+        self.trip = THETA_ONE * alarm_pct // 100
+        self.clear = THETA_ONE * clear_pct // 100
+        self.max_dt = max_dt_ms
+
+    def restart(self):
+        pass
+
+    def step(self, t, dt, x, out):
+        m = self.model
+        if dt > self.max_dt:
+            dt = self.max_dt
+        m.step(dt, x)
+        c = self.trip_c
+        if m.theta >= self.trip:
+            if not c.cause:
+                c.apply(RAISE, t, m.theta * 100 >> 16, out)
+        elif c.cause and m.theta < self.clear:
+            c.apply(CLEAR, t, m.theta * 100 >> 16, out)
+
+
+class PanelStatus:
+    """Fire-panel status word: each configured bit mask is a condition, passed through at once.
+
+    No delay, no verification, no latching (the panel latches its own alarms): the gateway
+    reports exactly what the panel declares (standards.md §4.6, §7 row 25).
+    """
+
+    def __init__(self, point, masks):
+        # masks: list of (mask, kind)
+        self.masks = array("i", [m for m, _ in masks])
+        self.conditions = [Condition(point, k, 10, False) for _, k in masks]
+        self.prev = 0
+
+    def restart(self):
+        pass
+
+    def step(self, t, dt, x, out):
+        if x == self.prev:
+            return
+        self.prev = x
+        ms = self.masks
+        cs = self.conditions
+        for j in range(len(ms)):
+            on = (x & ms[j]) != 0
+            c = cs[j]
+            if on != c.cause:
+                c.apply(RAISE if on else CLEAR, t, x, out)

@@ -1,0 +1,43 @@
+"""Run a golden vector: the same function on CPython (pytest) and on MicroPython.
+
+A vector is a dict (stored as JSON under firmware/vectors/):
+
+* ``detectors``: a point's detector configuration (see config.py / README);
+* ``src``: the point's source address (default 0);
+* ``inputs``: a list of steps, each one of
+  ``[t_ms, x]`` (a sample), ``[t_ms, "tick"]``, ``[t_ms, "ack"]``, ``[t_ms, "reset"]``,
+  ``[t_ms, "test", 0|1]``, or ``{"from": t0, "to": t1, "every": ms, "x": value}`` (a constant
+  run of samples at t0, t0+every, ... < t1);
+* ``expect``: the transitions, ``[t_ms, {event fields}]`` in order (Event.fields() names).
+
+``run_vector(vec)`` returns what the core produced in the ``expect`` format.
+"""
+
+from .config import build_detectors
+
+
+def run_vector(vec):
+    point = build_detectors(vec["detectors"], vec.get("src", 0), [])
+    out = []  # type: list
+    for step in vec["inputs"]:
+        if isinstance(step, dict):
+            t = step["from"]
+            while t < step["to"]:
+                point.feed(t, step["x"], out)
+                t += step["every"]
+            continue
+        t = step[0]
+        op = step[1]
+        if isinstance(op, int):
+            point.feed(t, op, out)
+        elif op == "tick":
+            point.tick(t, out)
+        elif op == "ack":
+            point.ack(t, out)
+        elif op == "reset":
+            point.reset(t, out)
+        elif op == "test":
+            point.set_test(t, step[2], out)
+        else:
+            raise ValueError("unknown step " + repr(step))
+    return [[t, e.fields()] for t, e in out]

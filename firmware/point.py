@@ -1,0 +1,218 @@
+"""One monitored point: supervision, its ring buffer and its detectors, and the operator actions.
+
+``Point.feed(t_ms, x, out)`` is the per-sample entry (sans-I/O: the caller passes the sample and
+the monotonic time; transitions are appended to ``out`` as ``(t_ms, Event)``).
+``tick(t_ms, out)`` checks for a silent device; ``ack``/``reset``/``set_test`` are the operator's.
+
+Supervision comes first and a bad sample never reaches the detectors (standards.md §2.5, §7
+row 19: "break line", open or short is a fault, never a zero reading):
+
+1. a configured fault value (e.g. 0xFFFF = break line) -> FAULT with that condition code;
+2. outside the plausible ``range`` -> FAULT out_of_range;
+3. otherwise any supervision fault clears, the sample enters the ring, the stuck-sensor check
+   runs (window full and max - min <= tolerance -> FAULT stuck_sensor), then each detector.
+
+No fresh sample for ``comms_timeout_ms`` -> FAULT no_response (cleared by the next sample).
+"""
+
+from ..protocol import codes
+from ..protocol.messages import Event
+from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
+from .ring import Ring, max_abs_sample
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef]
+        return x
+
+
+TICKS_MASK = const(0x3FFFFFFF)
+
+
+class Point:
+    """A point's detector chain. Built by ``config.build_detectors``; attributes are public."""
+
+    def __init__(
+        self,
+        src,
+        unit,
+        exp,
+        lo,
+        hi,
+        fault_values=None,
+        window=64,
+        stuck=True,
+        stuck_tolerance=0,
+        comms_timeout_ms=100000,
+        max_gap_ms=60000,
+        part=None,
+    ):
+        self.src = src
+        self.unit = unit
+        self.exp = exp
+        self.part = part
+        self.test = False
+        self.lo = lo
+        self.hi = hi
+        limit = hi if hi > -lo else -lo
+        self.ring = None
+        if window:
+            self.ring = Ring(window, limit, limit <= max_abs_sample(window, True))
+        self.stuck = stuck and self.ring is not None
+        self.tol = stuck_tolerance
+        self.timeout = comms_timeout_ms
+        self.gap = max_gap_ms
+        self.range_c = Condition(self, codes.FAULT, 50, False, unit, exp)
+        self.stuck_c = Condition(self, codes.FAULT, 54, False, unit, exp)
+        self.comms_c = Condition(self, codes.FAULT, 55, False)
+        self.fault_values = {}
+        self.fault_list = []
+        for v in fault_values or {}:
+            c = Condition(self, codes.FAULT, fault_values[v], False)
+            self.fault_values[v] = c
+            self.fault_list.append(c)
+        self.nfv = len(self.fault_values)
+        self.bad = False  # a supervision fault (value or range) has its cause present
+        self.detectors = []
+        self.rx = False  # a sample has been seen
+        self.last_rx = 0
+        self.has_prev = False  # a valid sample has been seen
+        self.prev_t = 0
+
+    def add(self, detector):
+        self.detectors.append(detector)
+        return detector
+
+    def conditions(self):
+        """Every condition of the point, supervision first (allocates: reporting only)."""
+        out = [self.range_c, self.stuck_c, self.comms_c]
+        out.extend(self.fault_list)
+        for d in self.detectors:
+            out.extend(d.conditions)
+        return out
+
+    def feed(self, t, x, out):
+        """One sample ``x`` (an int in the point's units) at monotonic ``t`` ms."""
+        self.last_rx = t
+        self.rx = True
+        if self.comms_c.cause:
+            self.comms_c.apply(CLEAR, t, None, out)
+        if self.nfv and x in self.fault_values:
+            self._fault_value(t, x, out)
+            return
+        if x < self.lo or x > self.hi:
+            self._out_of_range(t, x, out)
+            return
+        if self.bad:
+            self._good(t, x, out)
+        if self.has_prev:
+            dt = (t - self.prev_t) & TICKS_MASK
+            if dt > self.gap:
+                dt = self.gap
+        else:
+            dt = 0
+            self.has_prev = True
+        self.prev_t = t
+        r = self.ring
+        if r is not None:
+            r.push(x)
+            if self.stuck:
+                c = self.stuck_c
+                if r.n == r.window and r.buf[r.qmax[r.hmax]] - r.buf[r.qmin[r.hmin]] <= self.tol:
+                    if not c.cause:
+                        c.apply(RAISE, t, x, out)
+                elif c.cause:
+                    c.apply(CLEAR, t, x, out)
+        for d in self.detectors:
+            d.step(t, dt, x, out)
+
+    def _fault_value(self, t, x, out):
+        c = self.fault_values[x]
+        for f in self.fault_list:
+            if f is not c and f.cause:
+                f.apply(CLEAR, t, None, out)
+        if self.range_c.cause:
+            self.range_c.apply(CLEAR, t, None, out)
+        if not c.cause:
+            c.apply(RAISE, t, None, out)
+        self.bad = True
+
+    def _out_of_range(self, t, x, out):
+        for f in self.fault_list:
+            if f.cause:
+                f.apply(CLEAR, t, None, out)
+        if not self.range_c.cause:
+            self.range_c.apply(RAISE, t, x, out)
+        self.bad = True
+
+    def _good(self, t, x, out):
+        self.bad = False
+        for f in self.fault_list:
+            if f.cause:
+                f.apply(CLEAR, t, None, out)
+        if self.range_c.cause:
+            self.range_c.apply(CLEAR, t, x, out)
+
+    def tick(self, t, out):
+        """Call when a poll brought nothing new: raises no_response after the timeout."""
+        if self.rx and not self.comms_c.cause and (t - self.last_rx) & TICKS_MASK >= self.timeout:
+            self.comms_c.apply(RAISE, t, None, out)
+
+    def ack(self, t, out, actor=None):
+        """Acknowledge every active condition (ACTIVE -> ACKNOWLEDGED)."""
+        for c in self.conditions():
+            c.apply(ACK, t, None, out)
+
+    def reset(self, t, out, actor=None):
+        """Operator or panel reset: log it, return latched conditions to normal, re-detect.
+
+        A cause still present is detected afresh (after its delay), so a reset never hides a
+        standing alarm for longer than the detector's own delay.
+        """
+        out.append(
+            (
+                t,
+                Event(
+                    codes.RESET,
+                    0,
+                    self.src,
+                    actor=actor,
+                    part=self.part,
+                    eflags=codes.EF_TEST if self.test else None,
+                ),
+            )
+        )
+        for d in self.detectors:
+            for c in d.conditions:
+                if c.latching:
+                    c.apply(RESET, t, None, out)
+                    c.cause = False
+            d.restart()
+
+    def set_test(self, t, on, out, actor=None):
+        """Enter or leave test mode; events raised meanwhile carry EF_TEST."""
+        on = bool(on)
+        if on == self.test:
+            return
+        self.test = on
+        out.append(
+            (
+                t,
+                Event(
+                    codes.TEST_MODE,
+                    0,
+                    self.src,
+                    state=codes.ACTIVE if on else codes.NORMAL,
+                    actor=actor,
+                ),
+            )
+        )
+
+    def summary(self):
+        """[min, max, mean, n] of the window for a MEASUREMENT event (allocates)."""
+        r = self.ring
+        if r is None or not r.n:
+            return None
+        return [r.min(), r.max(), r.mean_floor(), r.n]

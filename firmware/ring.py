@@ -1,0 +1,229 @@
+"""Per-channel ring buffer of integer samples with O(1) rolling statistics.
+
+Theory of operation
+-------------------
+A ``Ring`` keeps the last ``window`` samples of one channel in a preallocated ``array('i')``.
+``push(x)`` overwrites the oldest sample and updates, in O(1) amortised time and with no heap
+allocation:
+
+* ``s``  -- the running integer sum of the window (mean = s / n);
+* ``s2`` -- the running sum of squares (only when ``variance=True``): variance is
+  ``(n*s2 - s*s) / n**2``, computed when reporting, never per sample;
+* a monotonic queue of ring positions for the rolling maximum and one for the minimum
+  (``array('H')``, two bytes per slot): the maximum is ``buf[qmax[head]]``.
+
+Integer sums are exact, so they never drift and never need a periodic recompute (a float
+running variance over a constant segment goes negative or spuriously positive; see
+shared/research/protocol-core-anchors.md B1).
+
+Bounds (32-bit boards)
+----------------------
+On RP2040/ESP32 MicroPython a small int is a signed 31-bit value: anything outside
+-2**30 .. 2**30-1 becomes a heap-allocated long int. Every value the ring holds therefore
+stays inside signed 30 bits: ``window * limit`` for ``s`` and ``window * limit**2`` for
+``s2``. ``max_abs_sample(window, variance)`` gives the largest allowed ``|x|``:
+
+=========  ====================  ======================
+window     limit with variance   limit without variance
+=========  ====================  ======================
+16         8191                  67,108,863
+64         4095                  16,777,215
+256        2047                  4,194,303
+1024       1023                  1,048,575
+=========  ====================  ======================
+
+The ring checks the limit when it is built; the caller (``point.Point``) range-checks each
+sample before pushing it, so an out-of-range sample is a fault and never reaches the sums.
+
+Time is not the ring's business: it counts samples. Callers that need time windows keep their
+own timestamps (see ``detectors.RateOfRise``).
+"""
+
+from array import array
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef]
+        return x
+
+
+SMALL_INT_MAX = const(0x3FFFFFFF)  # 2**30 - 1: the largest small int on a 32-bit board
+MAX_WINDOW = const(4096)  # queue slots are 'H' (16-bit) positions; 4096 keeps limits useful
+MIN_WINDOW = const(2)
+
+
+def isqrt(n):
+    """Integer square root (math.isqrt is missing on MicroPython)."""
+    if n < 0:
+        raise ValueError("isqrt of a negative number")
+    if n < 2:
+        return n
+    x = n
+    y = (x + 1) // 2
+    while y < x:
+        x = y
+        y = (x + n // x) // 2
+    return x
+
+
+def max_abs_sample(window, variance=False):
+    """The largest |sample| for which every running sum of a ``window`` ring fits 30 bits."""
+    if variance:
+        return isqrt(SMALL_INT_MAX // window)
+    return SMALL_INT_MAX // window
+
+
+class Ring:
+    """A preallocated window of ``window`` int samples with sum, sum of squares, max and min.
+
+    ``limit`` is the largest |sample| the caller will push (checked against the 30-bit bound,
+    ``ValueError`` names the field); ``push`` does not re-check it.
+    """
+
+    def __init__(self, window, limit=None, variance=False):
+        if not isinstance(window, int) or isinstance(window, bool):
+            raise ValueError("window: expected an integer")
+        if window < MIN_WINDOW or window > MAX_WINDOW:
+            raise ValueError(
+                "window: " + str(window) + " outside " + str(MIN_WINDOW) + ".." + str(MAX_WINDOW)
+            )
+        bound = max_abs_sample(window, variance)
+        if limit is None:
+            limit = bound
+        if limit > bound:
+            raise ValueError(
+                "limit: |sample| "
+                + str(limit)
+                + " with window "
+                + str(window)
+                + (" and variance" if variance else "")
+                + " overflows 30-bit sums (at most "
+                + str(bound)
+                + ")"
+            )
+        self.window = window
+        self.limit = limit
+        self.variance = variance
+        self.buf = array("i", bytes(4 * window))
+        self.qmax = array("H", bytes(2 * window))
+        self.qmin = array("H", bytes(2 * window))
+        self.clear()
+
+    def clear(self):
+        """Forget every sample (the storage is kept)."""
+        self.i = 0  # next write position
+        self.n = 0  # samples held, <= window
+        self.s = 0
+        self.s2 = 0
+        self.hmax = 0  # head position in qmax
+        self.cmax = 0  # entries in qmax
+        self.hmin = 0
+        self.cmin = 0
+
+    def push(self, x):
+        """Add sample ``x`` (an int within ``limit``); the oldest leaves a full window."""
+        buf = self.buf
+        i = self.i
+        w = self.window
+        if self.n == w:
+            old = buf[i]
+            self.s += x - old
+            if self.variance:
+                self.s2 += x * x - old * old
+            # The sample at position i leaves the window: drop it from the queue heads.
+            if self.cmax and self.qmax[self.hmax] == i:
+                h = self.hmax + 1
+                self.hmax = 0 if h == w else h
+                self.cmax -= 1
+            if self.cmin and self.qmin[self.hmin] == i:
+                h = self.hmin + 1
+                self.hmin = 0 if h == w else h
+                self.cmin -= 1
+        else:
+            self.n += 1
+            self.s += x
+            if self.variance:
+                self.s2 += x * x
+        buf[i] = x
+        # Rolling max: pop smaller-or-equal samples from the tail, then append i.
+        q = self.qmax
+        c = self.cmax
+        h = self.hmax
+        while c:
+            t = h + c - 1
+            if t >= w:
+                t -= w
+            if buf[q[t]] > x:
+                break
+            c -= 1
+        t = h + c
+        if t >= w:
+            t -= w
+        q[t] = i
+        self.cmax = c + 1
+        # Rolling min: the mirror image.
+        q = self.qmin
+        c = self.cmin
+        h = self.hmin
+        while c:
+            t = h + c - 1
+            if t >= w:
+                t -= w
+            if buf[q[t]] < x:
+                break
+            c -= 1
+        t = h + c
+        if t >= w:
+            t -= w
+        q[t] = i
+        self.cmin = c + 1
+        i += 1
+        self.i = 0 if i == w else i
+
+    def max(self):
+        """The largest sample in the window (0 when empty)."""
+        return self.buf[self.qmax[self.hmax]] if self.n else 0
+
+    def min(self):
+        """The smallest sample in the window (0 when empty)."""
+        return self.buf[self.qmin[self.hmin]] if self.n else 0
+
+    def full(self):
+        return self.n == self.window
+
+    def flat(self, tolerance=0):
+        """True when the window is full and max - min <= tolerance (a stuck sensor)."""
+        if self.n != self.window:
+            return False
+        return self.buf[self.qmax[self.hmax]] - self.buf[self.qmin[self.hmin]] <= tolerance
+
+    def last(self):
+        """The newest sample (0 when empty)."""
+        if not self.n:
+            return 0
+        i = self.i - 1
+        return self.buf[self.window - 1 if i < 0 else i]
+
+    def mean_floor(self):
+        """floor(s / n), 0 when empty. Reporting only: it divides."""
+        return self.s // self.n if self.n else 0
+
+    def variance_num(self):
+        """n*s2 - s*s (= n**2 * variance). Reporting only: may be a long int on a board."""
+        if not self.variance:
+            raise ValueError("variance: this ring was built with variance=False")
+        return self.n * self.s2 - self.s * self.s
+
+    def samples(self):
+        """The window, oldest first, as a new list (reporting and tests; allocates)."""
+        out = []
+        w = self.window
+        j = self.i if self.n == w else 0
+        for _ in range(self.n):
+            out.append(self.buf[j])
+            j += 1
+            if j == w:
+                j = 0
+        return out
