@@ -1,0 +1,216 @@
+"""The gateway service: pollers -> points/detectors -> outbox -> uplink, plus health and systemd.
+
+``Gateway(cfg)`` wires the pieces; ``await gateway.run()`` runs until ``stop()`` (SIGTERM), then
+flushes partial series into the outbox, publishes the death (clean_shutdown) and closes the
+store. systemd integration needs no library: READY=1 and WATCHDOG=1 go to $NOTIFY_SOCKET, and
+the watchdog is only fed while the poll loops and the outbox are making progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from importlib import metadata
+from typing import Any
+
+from emberlink.protocol import codes
+from emberlink.protocol.messages import Event
+
+from . import health
+from .config import GatewayConfig
+from .detect import Detectors
+from .outbox import Outbox
+from .points import PointTranslator
+from .poller import Health, Link, WallClock
+from .uplink import Uplink
+
+log = logging.getLogger("emberlink.gateway")
+
+SHUTDOWN_FLUSH_S = 5.0  # SIGTERM: time allowed to publish what is queued and the death
+CAPS = 1 | 2 | 32  # modbus_rtu, modbus_tcp, series (codes.CAP_NAMES)
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("emberlink")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def sd_notify(state: str) -> None:
+    """Send a state line to systemd's notify socket, if we run under systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(state.encode(), addr)
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, *, client_id: str | None = None) -> None:
+        self.cfg = cfg
+        self.clock = WallClock()
+        self.started = time.monotonic()
+        self.outbox = Outbox(
+            cfg.outbox.path,
+            max_telemetry=cfg.outbox.max_telemetry,
+            synchronous=cfg.outbox.synchronous,
+        )
+        self.version = software_version()
+        pairs = [(d.bus, d) for d in cfg.devices]
+        self.detectors = Detectors.from_config(pairs)
+        self.points = PointTranslator(self.emit, cfg.series_s, self.detectors)
+        self.links = [
+            Link(b, [d for d in cfg.devices if d.bus == b.id], self.points, self.clock)
+            for b in cfg.buses
+        ]
+        self.uplink = Uplink(
+            cfg.mqtt,
+            cfg.id,
+            self.outbox,
+            birth_info=self.birth_info,
+            now_ms=self.clock.now_ms,
+            on_time_sync=self.clock.sync,
+            on_rebirth=self.heartbeat,
+            batch_max_events=cfg.outbox.batch_max_events,
+            inflight=cfg.outbox.inflight_batches,
+            client_id=client_id,
+        )
+        self._stop = asyncio.Event()
+        self._progress = 0
+        self.budget_warnings = [w for w in (lk.check_budget() for lk in self.links) if w]
+
+    # --- events in -------------------------------------------------------------------------------
+    def emit(self, ev: Event, t_ms: int) -> None:
+        """Store one event (durably, seq allocated) and wake the uplink."""
+        self.outbox.append(ev, t_ms, unsynced=not self.clock.synced)
+        self._progress += 1
+        self.uplink.wake()
+
+    def birth_info(self) -> dict[int, Any]:
+        return {0: self.version, 1: 1, 2: CAPS, 3: self.cfg.heartbeat_s, 4: self.cfg.serial}
+
+    # --- health ----------------------------------------------------------------------------------
+    def health_values(self) -> dict[str, int | None]:
+        st = self.outbox.stats(self.clock.now_ms())
+        devs = [d for lk in self.links for d in lk.devices]
+        return {
+            "uptime_s": int(time.monotonic() - self.started),
+            "polls_ok": sum(d.polls_ok for d in devs),
+            "polls_failed": sum(d.polls_failed for d in devs),
+            "outbox_depth": sum(n for n, _ in st.values()),
+            "devices_ok": sum(d.health is Health.OK for d in devs),
+            "devices_down": sum(d.health is Health.DOWN for d in devs),
+            "devices_suspect": sum(d.health is Health.SUSPECT for d in devs),
+            "cpu_temp_dC": health.cpu_temp_dC(),
+            "oldest_queued_s": max(age for _, age in st.values()),
+            "heartbeat_s": self.cfg.heartbeat_s,
+            "disk_free_kb": health.disk_free_kb(self.cfg.outbox.path.parent),
+            "outbox_priority_depth": st["priority"][0],
+            "outbox_priority_oldest_s": st["priority"][1],
+            "outbox_telemetry_depth": st["telemetry"][0],
+            "outbox_telemetry_oldest_s": st["telemetry"][1],
+            "clock_synced": int(self.clock.synced),
+            "outbox_dropped": self.outbox.dropped,
+        }
+
+    def heartbeat(self) -> None:
+        t = self.clock.now_ms()
+        values = self.health_values()
+        items = [(Event(codes.HEALTH, 0, 0, health=health.gateway_map(values)), t)]
+        for lk in self.links:
+            for d in lk.devices:
+                hm = {2: d.polls_ok, 3: d.polls_failed, 7: int(d.health is Health.DOWN)}
+                items.append((Event(codes.HEALTH, 0, d.src, health=hm), t))
+        self.outbox.append_many(items, unsynced=not self.clock.synced)
+        self.uplink.wake()
+        self._write_status(values)
+
+    def _write_status(self, values: dict[str, int | None]) -> None:
+        """health.json beside the outbox: the same figures for a local look (and tests)."""
+        status = {
+            "gateway": self.cfg.id,
+            "boot": self.outbox.boot,
+            "version": self.version,
+            "uplink": self.uplink.state.value,
+            "health": values,
+            "devices": {
+                d.name: {"health": d.health.value, "ok": d.polls_ok, "failed": d.polls_failed}
+                for lk in self.links
+                for d in lk.devices
+            },
+            "budget_warnings": self.budget_warnings,
+        }
+        path = self.cfg.outbox.path.parent / "health.json"
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(status, indent=1))
+            os.replace(tmp, path)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_s)
+            self.heartbeat()
+
+    async def _watchdog_loop(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if not usec:
+            return
+        last = -1
+        while True:
+            await asyncio.sleep(usec / 2e6)
+            polls = sum(lk.requests for lk in self.links)
+            # feed only while the poll loops are turning (or there is nothing to poll)
+            if polls != last or not self.links:
+                sd_notify("WATCHDOG=1")
+            last = polls
+
+    # --- life ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        for w in self.budget_warnings:
+            log.warning(w)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        tasks = [asyncio.create_task(lk.run(), name=f"bus{lk.bus.id}") for lk in self.links]
+        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
+        tasks += [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
+        ]
+        self.heartbeat()
+        sd_notify("READY=1")
+        log.info("gateway %s boot %s running: %d buses, %d devices",
+                 self.cfg.id, self.outbox.boot, len(self.links), len(self.cfg.devices))  # fmt: skip
+        try:
+            await self._stop.wait()
+        finally:
+            sd_notify("STOPPING=1")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.points.flush_all()
+            await self._drain(uplink)
+            uplink.cancel()
+            await asyncio.gather(uplink, return_exceptions=True)
+            self.outbox.close()
+            log.info("gateway stopped")
+
+    async def _drain(self, uplink: asyncio.Task[None]) -> None:
+        """Give the uplink SHUTDOWN_FLUSH_S to empty the outbox, then publish the death."""
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        while time.monotonic() < deadline and self.outbox.depth() and not uplink.done():
+            await asyncio.sleep(0.05)
+        await self.uplink.publish_death(101)  # clean_shutdown; stays in the outbox if unsent
