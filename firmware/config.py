@@ -25,14 +25,14 @@ RC_LEVEL_DEFAULT_MA = 300  # GB 50116-2013 §9.2.3: 300 mA can ignite a fire [P]
 RC_RECOMMENDED_MA = (300, 500)  # GB 50116-2013 §9.2.3 design setting 300-500 mA [P]
 RC_PRE_PCT = 80  # pre-warning at 80 % of the setpoint (§7 row 17, ASJ/Circutor pattern [S])
 RC_DELAY_DEFAULT_MS = 1000  # §7 row 17 default delay
-RC_DELAY_MAX_MS = 10000  # delay 0-10 s (ASJ 0x0010, Circutor RGU-10 [S]); keeps alarm <= 30 s
+RC_DELAY_MAX_MS = 10000  # delay 0-10 s (ASJ 0x0010, Circutor RGU-10 [S]); <= 30 s with 10 s polls
 RC_ALARM_LIMIT_MS = 30000  # GB 50166-2019 §4.8.4: alarm within 30 s of the set value [S]
 RC_MARGIN = 2  # setpoint >= 2x the natural leakage (Acrel ARCM300 manual [S])
 RC_LEAK_PERIOD_MS = 86400000  # natural leakage observed over 24 h (§7 row 16)
 # Cable / terminal temperature (GB 50166-2019 §4.8.5 [S]; GB 14287.3 [R])
 CT_LEVEL_DEFAULT = 800  # 80.0 Cel default setpoint (§7 row 18 [D])
 CT_RECOMMENDED = (550, 1400)  # 55-140 Cel setting range, GB 14287.3 [R]
-CT_DELAY_MAX_MS = 30000  # alarm within 40 s of reaching the setpoint (GB 50166 §4.8.5), <=10 s poll
+CT_DELAY_MAX_MS = 20000  # 40 s limit (GB 50166 §4.8.5) = poll gap + delay + poll gap, polls <= 10 s
 # Smoke (GB 4715-2024 §5.7 [P]; Notifier [S]; UL 864 via Mircom/Bosch [S]; §7 rows 24-25)
 SMOKE_ALARM_MIN = 50  # 0.05 dB/m: most sensitive A-type setting allowed (GB 4715-2024 [P])
 SMOKE_ALARM_MAX = 600  # 0.6 dB/m: top of the photoelectric listed range (§7 row 24)
@@ -77,7 +77,11 @@ INPUTS = {
 
 _COMMON = (
     "input",
+    "unit",
+    "exp",
     "range",
+    "open_below",
+    "short_above",
     "fault_values",
     "window",
     "stuck",
@@ -177,14 +181,24 @@ def build_detectors(cfg, src=0, warnings=None, path="detectors"):
             path + ".input", "expected one of " + ", ".join(INPUTS) + ", got " + repr(inp)
         )
     unit, exp, rng, section, part = INPUTS[inp]
+    if "unit" in cfg:
+        try:
+            unit = codes.code_of(codes.UNIT_NAMES, cfg["unit"], path + ".unit")
+        except ValueError as e:
+            raise ConfigError(path + ".unit", str(e).split(": ", 1)[-1]) from None
+    exp = _int(cfg, "exp", path, exp, -24, 23) if "exp" in cfg else exp
     allowed = list(_COMMON)
     if inp == "current":
         allowed += ["overcurrent", "thermal"]
     else:
         allowed.append(str(section))
-    _only(cfg, path, allowed)
     if "verification" in cfg:
-        raise ConfigError(path + ".verification", "belongs in the smoke section")
+        raise ConfigError(
+            path + ".verification",
+            "belongs in the smoke section: alarm verification is for smoke points only, never"
+            " manual call points, heat or flow inputs (UL 864)",
+        )
+    _only(cfg, path, allowed)
     lo, hi = rng
     if "range" in cfg:
         r = cfg["range"]
@@ -196,6 +210,13 @@ def build_detectors(cfg, src=0, warnings=None, path="detectors"):
         ):
             raise ConfigError(path + ".range", "expected [low, high] integers, low < high")
         lo, hi = r[0], r[1]
+    lo_code, hi_code = 50, 50  # out_of_range
+    if cfg.get("open_below") is not None:
+        lo = _int(cfg, "open_below", path, None, lo, hi)
+        lo_code = 51  # open_circuit
+    if cfg.get("short_above") is not None:
+        hi = _int(cfg, "short_above", path, None, lo, hi)
+        hi_code = 52  # short_circuit
     fv = {}
     raw_fv = cfg.get("fault_values", {})
     if not isinstance(raw_fv, dict):
@@ -244,6 +265,8 @@ def build_detectors(cfg, src=0, warnings=None, path="detectors"):
             _int(cfg, "comms_timeout_ms", path, COMMS_TIMEOUT_DEFAULT_MS, 1000),
             _int(cfg, "max_gap_ms", path, MAX_GAP_DEFAULT_MS, 1, 600000),
             part_code,
+            lo_code,
+            hi_code,
         )
     except ValueError as e:
         if isinstance(e, ConfigError):
@@ -288,7 +311,11 @@ def _smoke(point, cfg, path, lo, hi, warnings):
     )
     if s is None:
         return
-    alarm = _int(s, "alarm", p, None, SMOKE_ALARM_MIN, SMOKE_ALARM_MAX)
+    if point.unit == 7 and point.exp == -3:  # 0.001 dB/m: the GB 4715 bounds apply
+        alarm = _int(s, "alarm", p, None, SMOKE_ALARM_MIN, SMOKE_ALARM_MAX)
+    else:  # another unit (e.g. 0.01 %/m obscuration): levels are in the point's units
+        alarm = _int(s, "alarm", p, None, 1, hi)
+        warnings.append(p + ".alarm: in the point's own units, not checked against GB 4715")
     pre = _int(s, "pre_alarm", p, alarm * SMOKE_PRE_DEFAULT_PCT // 100, 1, alarm - 1)
     if not (SMOKE_PRE_PCT[0] * alarm <= pre * 100 <= SMOKE_PRE_PCT[1] * alarm):
         warnings.append(p + ".pre_alarm: " + str(pre) + " outside 50-80 % of the alarm level")
@@ -451,10 +478,13 @@ def _residual(point, cfg, path, warnings):
 
 def _cable(point, cfg, path, warnings):
     p = path + ".cable_temperature"
-    s = _section(cfg, "cable_temperature", path, ("level", "clear", "delay_ms", "kind", "latching"))
+    s = _section(
+        cfg, "cable_temperature", path, ("level", "clear", "pre", "delay_ms", "kind", "latching")
+    )
     if s is None:
         return
     level = _int(s, "level", p, CT_LEVEL_DEFAULT, 0, 2000)
+    pre = _int(s, "pre", p, None, -400, level - 1) if s.get("pre") is not None else None
     if not (CT_RECOMMENDED[0] <= level <= CT_RECOMMENDED[1]):
         warnings.append(p + ".level: " + str(level) + " (0.1 Cel) outside 55-140 Cel (GB 14287.3)")
     point.add(
@@ -466,6 +496,8 @@ def _cable(point, cfg, path, warnings):
             _int(s, "clear", p, level - 50, -400, level),
             _int(s, "delay_ms", p, 0, 0, CT_DELAY_MAX_MS),
             _bool(s, "latching", p, True),
+            pre,
+            None if pre is None else pre - 20,
         )
     )
 
@@ -588,3 +620,117 @@ def _panel(point, cfg, path):
             p, "needs at least one of fire, fault, supervisory, shield, manual_alarm (bit masks)"
         )
     point.add(det.PanelStatus(point, masks))
+
+
+# --- Device profiles (protocol/profiles/*.toml) -> build_detectors -----------------------------
+# A profile point names its detector (``detector = "residual_current"``) and carries a
+# ``detectors`` table whose sections use the profile's field names; these map them to ours.
+_PROFILE_FIELDS = {
+    "residual_current": {"alarm_mA": "level_mA", "pre_alarm_mA": "pre_mA", "hold_ms": "delay_ms"},
+    "cable_temperature": {"alarm_dC": "level", "pre_alarm_dC": "pre", "hold_ms": "delay_ms"},
+    "heat": {"alarm_dC": "fixed", "hold_ms": "delay_ms"},
+    "smoke": {
+        "alarm_cpm": "alarm",
+        "pre_alarm_cpm": "pre_alarm",
+        "alarm_mdBm": "alarm",
+        "pre_alarm_mdBm": "pre_alarm",
+    },
+}
+_PROFILE_INPUT = {"overcurrent": "current"}
+# register type -> plausible raw range (the edge has already removed break/open/short values)
+_TYPE_RANGE = {"u16": (0, 65535), "i16": (-32768, 32767)}
+_WIDE = 16777215  # the 30-bit ring bound at window 64 without variance
+
+
+def _profile_section(det_name, sec, path):
+    if not isinstance(sec, dict):
+        raise ConfigError(path, "expected a table")
+    if det_name == "overcurrent":
+        out = {}
+        inv = {}
+        for k in sec:
+            v = sec[k]
+            if k in ("pickup_cA", "pickup"):
+                inv["pickup"] = v
+            elif k == "curve":
+                inv["curve"] = v
+            elif k == "tms_milli":
+                inv["tms"] = v / 1000
+            elif k in ("tms", "reset", "reset_ms"):
+                inv[k] = v
+            else:
+                out[k] = v
+        if inv:
+            out["inverse"] = inv
+        return out
+    names = _PROFILE_FIELDS.get(det_name, {})
+    return {names.get(k, k): sec[k] for k in sec}
+
+
+def build_point(src, point, section):
+    """Build detectors for a device-profile point (the edge gateway's entry).
+
+    ``point`` is a validated profile point (``emberlink.protocol.profile``): its ``detector``
+    names the function, ``unit``/``exp``/``part``/``type`` describe the samples. ``section`` is
+    its ``detectors`` table, in profile field names (alarm_mA, pre_alarm_mA, hold_ms,
+    alarm_dC, alarm_cpm, pickup_cA, tms_milli, curve ...) or ours. The edge reports sensor
+    break/open/short itself, so those are not configured again here. Returns a ``ProfilePoint``
+    whose ``feed(val, t_ms)`` returns ``[(Event, t_ms), ...]``. Raises ConfigError.
+    """
+    det_name = point.get("detector")
+    path = "points." + str(point.get("name", src)) + ".detectors"
+    if det_name is None:
+        raise ConfigError(path, "the point names no detector")
+    inp = _PROFILE_INPUT.get(det_name, det_name)
+    if inp not in INPUTS:
+        raise ConfigError(path, "unknown detector " + repr(det_name))
+    lo, hi = _TYPE_RANGE.get(point.get("type"), (-_WIDE, _WIDE))
+    if inp == "current":
+        lo = 0
+    cfg = {"input": inp, "range": [lo, hi]}
+    if point.get("unit") is not None:
+        cfg["unit"] = point["unit"]
+    if point.get("exp") is not None:
+        cfg["exp"] = point["exp"]
+    if point.get("part") is not None:
+        cfg["part"] = point["part"]
+    sec = section or {}
+    for k in sec:
+        if k == det_name:
+            cfg[INPUTS[inp][3] or "overcurrent"] = _profile_section(
+                det_name, sec[k], path + "." + k
+            )
+        else:
+            cfg[k] = sec[k]
+    warnings = []  # type: list
+    return ProfilePoint(build_detectors(cfg, src, warnings, path), warnings)
+
+
+class ProfilePoint:
+    """A ``Point`` with the edge's calling convention: ``feed(val, t_ms) -> [(Event, t_ms)]``."""
+
+    def __init__(self, point, warnings):
+        self.point = point
+        self.warnings = warnings
+        self._out = []  # type: list
+
+    def _drain(self):
+        if not self._out:
+            return []
+        got = [(ev, t) for t, ev in self._out]
+        self._out.clear()
+        return got
+
+    def feed(self, val, t_ms):
+        if not isinstance(val, int):
+            val = int(round(val))
+        self.point.feed(t_ms, val, self._out)
+        return self._drain()
+
+    def ack(self, t_ms, actor=None):
+        self.point.ack(t_ms, self._out, actor)
+        return self._drain()
+
+    def reset(self, t_ms, actor=None):
+        self.point.reset(t_ms, self._out, actor)
+        return self._drain()

@@ -19,7 +19,8 @@ interpolation is accurate to well under 0.1 % where the standards claim accuracy
 A trip is detected without forming ``rate * dt`` when it could overflow: ``dt >= ceil((ONE -
 acc) / rate)``. Bounds, checked when built: rate <= 2**25 per ms (operate times >= 16 ms),
 adjacent table entries differ by < 2**22 (so the interpolation product stays < 2**30), and
-samples satisfy ``I * 2048 < 2**30`` (I < 524,288 units, i.e. 52 kA in 0.1 A).
+the pickup satisfies ``20 * pickup * 2048 < 2**30``; samples above 20x pickup are
+clamped before any shift, so any sample the ring accepts is safe.
 
 Reset below dropout (configurable, §5.2): ``instantaneous`` (acc = 0), ``definite`` (acc
 falls linearly to 0 over ``reset_ms``), ``ieee`` (disk emulation, IEEE curves only:
@@ -61,6 +62,18 @@ CURVES = {
     "ieee_mi": ("ieee", 0.0515, 0.02, 0.1140, 4.85),  # IEEE moderately inverse
     "ieee_vi": ("ieee", 19.61, 2.0, 0.491, 21.6),  # IEEE very inverse
     "ieee_ei": ("ieee", 28.2, 2.0, 0.1217, 29.1),  # IEEE extremely inverse
+}
+
+# Long names accepted too (device profiles use them).
+CURVE_ALIASES = {
+    "iec_standard_inverse": "iec_si",
+    "iec_normal_inverse": "iec_si",
+    "iec_very_inverse": "iec_vi",
+    "iec_extremely_inverse": "iec_ei",
+    "iec_long_time_inverse": "iec_lti",
+    "ieee_moderately_inverse": "ieee_mi",
+    "ieee_very_inverse": "ieee_vi",
+    "ieee_extremely_inverse": "ieee_ei",
 }
 
 RESET_POLICIES = ("instantaneous", "definite", "ieee")
@@ -129,6 +142,7 @@ class InverseTime:
     """
 
     def __init__(self, curve, pickup, tms, dropout=None, reset="instantaneous", reset_ms=0):
+        curve = CURVE_ALIASES.get(curve, curve)
         if curve not in CURVES:
             raise ValueError("curve: unknown " + repr(curve) + ", one of " + ", ".join(CURVES))
         if pickup <= 0 or pickup > I_MAX // M_MAX:
@@ -158,6 +172,7 @@ class InverseTime:
         self.table = build_rate_table(curve, tms)
         self.rtable = build_reset_table(curve, tms) if reset == "ieee" else None
         self.qmax = (M_MAX << M_SHIFT) - 1
+        self.xmax = pickup * M_MAX
         self.acc = 0
         self.rate = 0  # rate of the previous sample: > 0 operating, < 0 resetting
 
@@ -184,9 +199,10 @@ class InverseTime:
             else:
                 self.acc -= r * dt
         if x > self.pickup:
-            q = (x << M_SHIFT) // self.pickup
-            if q > self.qmax:
+            if x >= self.xmax:  # beyond M_MAX the rate stays at its M_MAX value
                 q = self.qmax
+            else:
+                q = (x << M_SHIFT) // self.pickup
             self.rate = _interp(self.table, q)
         elif x <= self.dropout:
             if self.policy == 0:

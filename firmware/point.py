@@ -48,6 +48,8 @@ class Point:
         comms_timeout_ms=100000,
         max_gap_ms=60000,
         part=None,
+        lo_code=50,
+        hi_code=50,
     ):
         self.src = src
         self.unit = unit
@@ -64,7 +66,11 @@ class Point:
         self.tol = stuck_tolerance
         self.timeout = comms_timeout_ms
         self.gap = max_gap_ms
-        self.range_c = Condition(self, codes.FAULT, 50, False, unit, exp)
+        # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
+        self.low_c = Condition(self, codes.FAULT, lo_code, False, unit, exp)
+        self.high_c = self.low_c
+        if hi_code != lo_code:
+            self.high_c = Condition(self, codes.FAULT, hi_code, False, unit, exp)
         self.stuck_c = Condition(self, codes.FAULT, 54, False, unit, exp)
         self.comms_c = Condition(self, codes.FAULT, 55, False)
         self.fault_values = {}
@@ -87,7 +93,9 @@ class Point:
 
     def conditions(self):
         """Every condition of the point, supervision first (allocates: reporting only)."""
-        out = [self.range_c, self.stuck_c, self.comms_c]
+        out = [self.low_c, self.stuck_c, self.comms_c]
+        if self.high_c is not self.low_c:
+            out.append(self.high_c)
         out.extend(self.fault_list)
         for d in self.detectors:
             out.extend(d.conditions)
@@ -133,18 +141,24 @@ class Point:
         for f in self.fault_list:
             if f is not c and f.cause:
                 f.apply(CLEAR, t, None, out)
-        if self.range_c.cause:
-            self.range_c.apply(CLEAR, t, None, out)
+        self._range_clear(t, None, None, out)
         if not c.cause:
             c.apply(RAISE, t, None, out)
         self.bad = True
+
+    def _range_clear(self, t, x, keep, out):
+        for c in (self.low_c, self.high_c):
+            if c is not keep and c.cause:
+                c.apply(CLEAR, t, x, out)
 
     def _out_of_range(self, t, x, out):
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
-        if not self.range_c.cause:
-            self.range_c.apply(RAISE, t, x, out)
+        c = self.low_c if x < self.lo else self.high_c
+        self._range_clear(t, x, c, out)
+        if not c.cause:
+            c.apply(RAISE, t, x, out)
         self.bad = True
 
     def _good(self, t, x, out):
@@ -152,8 +166,7 @@ class Point:
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
-        if self.range_c.cause:
-            self.range_c.apply(CLEAR, t, x, out)
+        self._range_clear(t, x, None, out)
 
     def tick(self, t, out):
         """Call when a poll brought nothing new: raises no_response after the timeout."""
