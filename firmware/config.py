@@ -723,7 +723,7 @@ class ProfilePoint:
 
     def feed(self, val, t_ms):
         if not isinstance(val, int):
-            val = int(round(val))
+            val = round(val)
         self.point.feed(t_ms, val, self._out)
         return self._drain()
 

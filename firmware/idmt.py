@@ -199,10 +199,8 @@ class InverseTime:
             else:
                 self.acc -= r * dt
         if x > self.pickup:
-            if x >= self.xmax:  # beyond M_MAX the rate stays at its M_MAX value
-                q = self.qmax
-            else:
-                q = (x << M_SHIFT) // self.pickup
+            # beyond M_MAX the rate stays at its M_MAX value (and x << 11 stays small)
+            q = self.qmax if x >= self.xmax else (x << M_SHIFT) // self.pickup
             self.rate = _interp(self.table, q)
         elif x <= self.dropout:
             if self.policy == 0:

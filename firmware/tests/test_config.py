@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from emberlink.firmware import detectors as det
 from emberlink.firmware.config import ConfigError, build_detectors, build_point
 from emberlink.protocol import codes

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from array import array
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from collections.abc import Iterator
 
 from emberlink.firmware.config import build_detectors
 from emberlink.protocol import codes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SMALL = 2**30
 
