@@ -1,8 +1,9 @@
 """Engines and sessions for SQLite (WAL, the embedded default) and PostgreSQL (by URL).
 
-SQLite gets WAL, foreign keys, a busy timeout and ``BEGIN IMMEDIATE`` transactions: several
-ingest processes may write one file, and a deferred transaction that reads before it writes
-would fail with "database is locked" instead of waiting its turn.
+SQLite gets WAL, foreign keys and a busy timeout. Engines that write (ingest, API writes) use
+``BEGIN IMMEDIATE``: several processes may write one file, and a deferred transaction that
+reads before it writes fails with "database is locked" instead of waiting its turn. Read-only
+engines keep deferred transactions, so readers never wait for a writer (WAL).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, write_lock: bool = True, **kwargs: Any) -> Engine:
+    """An engine for ``url``; on SQLite ``write_lock`` takes the write lock at BEGIN."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -30,12 +32,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
             **kwargs,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, write_lock)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, write_lock: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (the pysqlite recipe).
@@ -49,7 +51,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write_lock else "BEGIN")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

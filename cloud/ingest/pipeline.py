@@ -67,6 +67,12 @@ class Accepted:
 
 
 @dataclass
+class Buffered:
+    batches: list[Accepted]
+    quarantine: list[dict[str, Any]]
+
+
+@dataclass
 class FlushResult:
     stored: int = 0
     duplicates: int = 0
@@ -216,22 +222,43 @@ class Ingestor:
 
     # ---- flush ------------------------------------------------------------------------------
 
-    def flush(self) -> FlushResult:
-        """Write everything buffered in one transaction; the acks are safe to publish after."""
-        if not self._pending and not self._quarantine:
+    def take(self) -> Buffered:
+        """Hand over everything buffered (to write, perhaps in another thread)."""
+        out = Buffered(self._pending, self._quarantine)
+        self._pending, self._quarantine, self._pending_events = [], [], 0
+        return out
+
+    def put_back(self, buf: Buffered) -> None:
+        """Return a buffer whose write failed, ahead of anything accepted since."""
+        self._pending = buf.batches + self._pending
+        self._quarantine = buf.quarantine + self._quarantine
+        self._pending_events += sum(len(a.batch.events) for a in buf.batches)
+
+    def write(self, buf: Buffered) -> FlushResult:
+        """Write ``buf`` in one transaction; the acks are safe to publish once this returns.
+
+        Thread-safe with respect to ``accept`` (it touches only ``buf`` and the database).
+        """
+        if not buf.batches and not buf.quarantine:
             return FlushResult()
-        pending, quarantine = self._pending, self._quarantine
         for attempt in range(1, FLUSH_RETRIES + 1):
             try:
                 with self._sessions() as session, session.begin():
-                    result = self._write(session, pending, quarantine)
-                break
+                    return self._write(session, buf.batches, buf.quarantine)
             except DBAPIError as e:
                 if attempt == FLUSH_RETRIES or not _retryable(e):
                     raise
                 log.warning("flush attempt %d failed, retrying: %s", attempt, e.orig)
-        self._pending, self._quarantine, self._pending_events = [], [], 0
-        return result
+        raise AssertionError("unreachable")
+
+    def flush(self) -> FlushResult:
+        """Write everything buffered; on failure the buffer is kept for the next try."""
+        buf = self.take()
+        try:
+            return self.write(buf)
+        except Exception:
+            self.put_back(buf)
+            raise
 
     def _write(
         self, session: Session, pending: list[Accepted], quarantine: list[dict[str, Any]]
@@ -241,6 +268,7 @@ class Ingestor:
         if quarantine:
             session.execute(insert(models.Quarantine), quarantine)
         rows: dict[tuple[int, int, int], dict[str, Any]] = {}
+        offered = 0
         seen: dict[int, store.GatewaySeen] = {}
         for acc in pending:
             b = acc.batch
@@ -249,6 +277,7 @@ class Ingestor:
             if acc.leaf == topics.STATE:
                 continue
             late_batch = bool(b.flags & codes.BF_REPLAYED)
+            offered += len(b.events)
             for seq, ev in b.seqs():
                 t = b.t0 + ev.dt
                 rows.setdefault(
@@ -264,7 +293,7 @@ class Ingestor:
                 )
         new_keys = store.insert_events(session=session, rows=[rows[k] for k in sorted(rows)])
         out.stored = len(new_keys)
-        out.duplicates = len(rows) - len(new_keys)
+        out.duplicates = offered - len(new_keys)
         new_rows = [rows[k] for k in sorted(new_keys)]
         store.apply_device_reports(session=session, rows=new_rows, now_ms=now, policy=self.policy)
         store.apply_alarm_events(session=session, rows=new_rows)

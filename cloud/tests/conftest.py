@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from emberlink.cloud import models
 from emberlink.cloud.core.db import make_engine, make_sessionmaker, upgrade
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 PG_ADMIN = os.environ.get("EMBERLINK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -63,21 +63,16 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 def _wipe(engine: Engine) -> None:
-    tables = list(reversed(models.Base.metadata.sorted_tables))
+    # DELETE, not TRUNCATE: on tables this small it is many times faster on PostgreSQL.
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            names = ", ".join(t.name for t in tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for t in tables:
-                conn.execute(t.delete())
+        for t in reversed(models.Base.metadata.sorted_tables):
+            conn.execute(t.delete())
 
 
 @pytest.fixture
-def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
+def sessions(engine: Engine) -> sessionmaker[Session]:
     _wipe(engine)
-    yield make_sessionmaker(engine)
-    _wipe(engine)
+    return make_sessionmaker(engine)
 
 
 @pytest.fixture
@@ -117,3 +112,84 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
         proc.wait(5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+# ---- API ----------------------------------------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+from emberlink.cloud import crud, schemas  # noqa: E402
+from emberlink.cloud.core.config import Settings  # noqa: E402
+from emberlink.cloud.main import create_app  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+ROLES = ("admin", "operator", "installer", "contractor", "auditor")
+
+
+@dataclass
+class World:
+    """Two units (A with gateway 10, B with gateway 20) and a token per role."""
+
+    tokens: dict[str, str]
+    unit_a: int
+    unit_b: int
+    site_a: int
+    site_b: int
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+
+@pytest.fixture
+def app(db_url: str, sessions: sessionmaker[Session]) -> Iterator[FastAPI]:
+    application = create_app(Settings(database_url=db_url, min_dwell_s=0))
+    yield application
+    application.state.write_engine.dispose()
+    application.state.read_engine.dispose()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def world(sessions: sessionmaker[Session]) -> World:
+    from .utils import make_gateway
+
+    with sessions() as s, s.begin():
+        org = crud.create_organisation(
+            session=s, org_in=schemas.OrganisationCreate(name="Example Holdings")
+        )
+        units, sites = [], []
+        for name, kind in (("A", "key_unit"), ("B", "micro_station")):
+            u = crud.create_unit(
+                session=s,
+                unit_in=schemas.UnitCreate(
+                    organisation_id=org.id,
+                    name=f"unit {name}",
+                    kind=kind,
+                    category="school",  # type: ignore[arg-type]
+                ),
+            )
+            site = crud.create_site(
+                session=s, site_in=schemas.SiteCreate(unit_id=u.id, name=f"site {name}")
+            )
+            units.append(u.id)
+            sites.append(site.id)
+        make_gateway(s, 10, site=s.get(models.Site, sites[0]))
+        make_gateway(s, 20, site=s.get(models.Site, sites[1]))
+        tokens = {}
+        for role in ROLES:
+            user = crud.create_user(
+                session=s,
+                user_in=schemas.UserCreate(
+                    name=role,
+                    role=role,  # type: ignore[arg-type]
+                    unit_ids=[units[0]] if role == "contractor" else [],
+                ),
+            )
+            tokens[role] = crud.create_token(session=s, user=user)[1]
+    return World(tokens, units[0], units[1], sites[0], sites[1])

@@ -77,3 +77,30 @@ def batch(
 ) -> messages.Batch:
     evs = events if events is not None else [measurement(i) for i in range(n)]
     return messages.Batch(gw, boot, seq0, t0, evs, flags=flags)
+
+
+FIRE_SRC = (1 << 24) | (3 << 16) | 7  # bus 1, unit 3, point 7
+
+
+def fire(state: int, dt: int = 0, src: int = FIRE_SRC, eflags: int | None = None) -> messages.Event:
+    return messages.Event(codes.FIRE_ALARM, dt, src, state=state, code=1, part=42, eflags=eflags)
+
+
+def populate(
+    sessions: object, gw: int, *, seq0: int = 1, flags: int = 0, t0: int | None = None
+) -> None:
+    """Ingest a heartbeat, a measurement and an active fire alarm for ``gw``."""
+    from emberlink.cloud.ingest.pipeline import Ingestor, now_ms
+    from emberlink.protocol import topics, wire
+
+    ing = Ingestor(sessions)  # type: ignore[arg-type]
+    b = batch(
+        gw,
+        seq0,
+        boot=1,
+        t0=t0 if t0 is not None else now_ms(),
+        flags=flags,
+        events=[heartbeat(), measurement(1), fire(codes.ACTIVE, 2)],
+    )
+    assert ing.accept(topics.topic(gw, "ev"), wire.seal(b)) is None
+    ing.flush()

@@ -1,0 +1,17 @@
+"""The API router: one include per resource."""
+
+from fastapi import APIRouter
+
+from .routes import alarms, events, fleet, gateways, ingest, registry, users
+
+api_router = APIRouter()
+for r in (
+    fleet.router,
+    registry.router,
+    gateways.router,
+    events.router,
+    alarms.router,
+    users.router,
+    ingest.router,
+):
+    api_router.include_router(r)
