@@ -139,17 +139,27 @@ def _encode(buf, obj, depth):
             _encode(buf, item, depth + 1)
     elif isinstance(obj, dict):
         _head(buf, 5, len(obj))
+        keys = list(obj)
+        if all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+            # Fast path (every EmberLink map): for ints, bytewise order of the encoded keys is
+            # 0, 1, 2, ... then -1, -2, ...: the head byte grows with the argument's width and
+            # the argument is big-endian. Python dict keys cannot repeat.
+            keys.sort(key=_int_key_order)
+            for k in keys:
+                _encode(buf, k, depth + 1)
+                _encode(buf, obj[k], depth + 1)
+            return
         pairs = []
-        for k in obj:
+        for k in keys:
             kb = bytearray()
             _encode(kb, k, depth + 1)
             pairs.append((bytes(kb), obj[k]))
         pairs.sort(key=_first)
         for i in range(len(pairs)):
-            kb, v = pairs[i]
-            if i and kb == pairs[i - 1][0]:
-                raise CBORError(DUPLICATE_KEY, -1, repr(kb))
-            buf.extend(kb)
+            key_bytes, v = pairs[i]
+            if i and key_bytes == pairs[i - 1][0]:
+                raise CBORError(DUPLICATE_KEY, -1, repr(key_bytes))
+            buf.extend(key_bytes)
             _encode(buf, v, depth + 1)
     elif isinstance(obj, Tag):
         _head(buf, 6, obj.tag)
@@ -162,6 +172,11 @@ def _encode(buf, obj, depth):
 
 def _first(pair):
     return pair[0]
+
+
+def _int_key_order(k):
+    # Non-negative ints first in ascending order, then negative ints by ascending -1 - k.
+    return k if k >= 0 else (1 << 65) - 1 - k
 
 
 def dumps(obj):
@@ -182,7 +197,7 @@ def dumps(obj):
 class _Reader:
     """Strict recursive-descent reader over one buffer."""
 
-    __slots__ = ("data", "pos", "end", "max_depth", "max_items", "max_string")
+    __slots__ = ("data", "end", "max_depth", "max_items", "max_string", "pos")
 
     def __init__(self, data, pos, end, max_depth, max_items, max_string):
         self.data = data
@@ -261,10 +276,10 @@ class _Reader:
             # Every element takes at least one byte: refuse before allocating.
             if n > self.end - self.pos:
                 raise CBORError(TRUNCATED, start)
-            out = []
+            arr = []
             for _ in range(n):
-                out.append(self.item(depth + 1))
-            return out
+                arr.append(self.item(depth + 1))
+            return arr
         if major == 5:
             if n > self.max_items:
                 raise CBORError(TOO_LONG, start, str(n) + " pairs")
@@ -282,8 +297,9 @@ class _Reader:
                     if kb < prev:
                         raise CBORError(KEY_ORDER, kstart)
                 prev = kb
-                if isinstance(k, (list, dict)):
-                    raise CBORError(UNSUPPORTED, kstart, "array or map as a map key")
+                if not isinstance(k, (int, str, bytes)) or isinstance(k, bool):
+                    # Keys must be hashable and simple: EmberLink uses small ints only.
+                    raise CBORError(UNSUPPORTED, kstart, "map key must be an int or a string")
                 out[k] = self.item(depth + 1)
             return out
         # major == 6: tag

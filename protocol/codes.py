@@ -59,7 +59,12 @@ ACTIVE = 1  # raised / lost / on / shielded
 ACKNOWLEDGED = 2
 DISABLED = 3
 
-STATE_NAMES = {NORMAL: "normal", ACTIVE: "active", ACKNOWLEDGED: "acknowledged", DISABLED: "disabled"}
+STATE_NAMES = {
+    NORMAL: "normal",
+    ACTIVE: "active",
+    ACKNOWLEDGED: "acknowledged",
+    DISABLED: "disabled",
+}
 
 # --- Event flags (event key 16), bit values ----------------------------------------------------
 EF_TEST = 1  # raised while the point or gateway was in test mode: a test, not a fire

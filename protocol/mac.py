@@ -93,7 +93,7 @@ def is_mac0(data):
 class Mac0:
     """A parsed COSE_Mac0 envelope: alg, kid (bytes or None), payload, tag."""
 
-    __slots__ = ("alg", "kid", "payload", "tag", "_protected")
+    __slots__ = ("_protected", "alg", "kid", "payload", "tag")
 
     def __init__(self, alg, kid, payload, tag, protected):
         self.alg = alg

@@ -215,27 +215,27 @@ class Event:
     """
 
     __slots__ = (
-        "kind",
-        "dt",
-        "src",
-        "code",
-        "state",
-        "val",
-        "exp",
-        "unit",
-        "period",
-        "samples",
-        "summary",
-        "verify",
-        "note",
         "actor",
-        "result",
-        "health",
+        "code",
+        "dt",
         "eflags",
-        "range",
-        "sys",
-        "part",
+        "exp",
+        "health",
         "info",
+        "kind",
+        "note",
+        "part",
+        "period",
+        "range",
+        "result",
+        "samples",
+        "src",
+        "state",
+        "summary",
+        "sys",
+        "unit",
+        "val",
+        "verify",
     )
 
     def __init__(self, kind, dt=0, src=0, **fields):
@@ -357,7 +357,7 @@ class Batch:
     codes.BATCH_FLAG_NAMES bits.
     """
 
-    __slots__ = ("gw", "boot", "seq0", "t0", "events", "ackd", "flags")
+    __slots__ = ("ackd", "boot", "events", "flags", "gw", "seq0", "t0")
 
     def __init__(self, gw, boot, seq0, t0, events, ackd=None, flags=0):
         _check_u(gw, "gw", MAX_GW_ID)
@@ -465,7 +465,7 @@ def decode_batch(data):
 class Ack:
     """The cloud's application ack: every seq <= hwm of (gw, boot) is durably stored."""
 
-    __slots__ = ("gw", "boot", "hwm")
+    __slots__ = ("boot", "gw", "hwm")
 
     def __init__(self, gw, boot, hwm):
         _check_u(gw, "gw", MAX_GW_ID)
@@ -507,20 +507,30 @@ OP_REBIRTH = 1  # publish birth and a health event now
 OP_TEST_MODE = 2  # args {0: state (1 on, 0 off), ?1: duration s, ?2: src (0 = whole gateway)}
 OP_TIME_SYNC = 3  # args {0: UTC ms}
 OP_RESET = 4  # args {?0: src}: reset latched alarms
-OP_NAMES = {OP_REBIRTH: "rebirth", OP_TEST_MODE: "test_mode", OP_TIME_SYNC: "time_sync", OP_RESET: "reset"}
+OP_NAMES = {
+    OP_REBIRTH: "rebirth",
+    OP_TEST_MODE: "test_mode",
+    OP_TIME_SYNC: "time_sync",
+    OP_RESET: "reset",
+}
 
 # Result codes (key 12)
 RES_OK = 0
 RES_UNKNOWN_OP = 1
 RES_BAD_ARGS = 2
 RES_FAILED = 3
-RESULT_NAMES = {RES_OK: "ok", RES_UNKNOWN_OP: "unknown_op", RES_BAD_ARGS: "bad_args", RES_FAILED: "failed"}
+RESULT_NAMES = {
+    RES_OK: "ok",
+    RES_UNKNOWN_OP: "unknown_op",
+    RES_BAD_ARGS: "bad_args",
+    RES_FAILED: "failed",
+}
 
 
 class Command:
     """A command to one gateway (topic .../cmd). id is chosen by the cloud, unique per gw."""
 
-    __slots__ = ("gw", "id", "op", "args")
+    __slots__ = ("args", "gw", "id", "op")
 
     def __init__(self, gw, id, op, args=None):
         _check_u(gw, "gw", MAX_GW_ID)
@@ -559,7 +569,7 @@ def command_from_map(m):
 class Result:
     """A gateway's answer to a Command (topic .../res)."""
 
-    __slots__ = ("gw", "id", "result", "note")
+    __slots__ = ("gw", "id", "note", "result")
 
     def __init__(self, gw, id, result, note=None):
         _check_u(gw, "gw", MAX_GW_ID)

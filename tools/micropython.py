@@ -76,7 +76,8 @@ def run(
     proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, input=stdin)
     if proc.returncode != 0:
         raise MicroPythonError(
-            "micropython exited %d\n--- stdout\n%s\n--- stderr\n%s"
-            % (proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+            f"micropython exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout.decode(errors='replace')}\n"
+            f"--- stderr\n{proc.stderr.decode(errors='replace')}"
         )
     return proc
