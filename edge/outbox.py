@@ -35,6 +35,7 @@ from .errors import OutboxError
 ALARM_LANE, BULK_LANE = 0, 1
 CLASS_PRIORITY, CLASS_OTHER, CLASS_TELEMETRY = 0, 1, 2
 CLASS_NAMES = {CLASS_PRIORITY: "priority", CLASS_OTHER: "other", CLASS_TELEMETRY: "telemetry"}
+DT_MAX = 0xFFFFFFFF  # messages: event dt is a u32 of ms after t0
 EVICT_FRACTION = 10  # evict a tenth of the cap at once: few, long DROPPED ranges
 
 _SCHEMA = """
@@ -224,9 +225,13 @@ class Outbox:
             return None
         boot, seq0 = rows[0][0], rows[0][1]
         run = [rows[0]]
+        lo = hi = rows[0][2]
         for r in rows[1:]:
             if r[0] != boot or r[1] != run[-1][1] + 1:
                 break
+            lo, hi = min(lo, r[2]), max(hi, r[2])
+            if hi - lo > DT_MAX:
+                break  # dt is a u32 of ms: a run spanning more than ~49 days is split
             run.append(r)
         t0 = min(r[2] for r in run)
         events = []
@@ -310,7 +315,7 @@ class Outbox:
             out[CLASS_NAMES[cls]] = (int(n), max(0, (now - int(oldest)) // 1000))
         return out
 
-    def keys(self) -> list[Key]:
+    def stored_keys(self) -> list[Key]:
         return [(int(b), int(s)) for b, s in self.db.execute(
             "SELECT boot, seq FROM events ORDER BY boot, seq")]  # fmt: skip
 

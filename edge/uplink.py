@@ -154,11 +154,14 @@ class Uplink:
         if self.cfg.cloud_ack:
             await client.subscribe(topics.topic(self.gw, "ack"), qos=1)
         await self.publish_birth(client)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._receive(client))
-            tg.create_task(self._send(client))
-            if self.cfg.cloud_ack:
-                tg.create_task(self._cloud_ack_watch())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive(client))
+                tg.create_task(self._send(client))
+                if self.cfg.cloud_ack:
+                    tg.create_task(self._cloud_ack_watch())
+        except ExceptionGroup as eg:  # one task failed and the others were cancelled
+            raise eg.exceptions[0] from eg
 
     async def publish_birth(self, client: aiomqtt.Client) -> None:
         ev = Event(codes.BIRTH, 0, 0, info=self.birth_info())

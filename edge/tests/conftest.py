@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -30,7 +31,9 @@ class Broker:
     def __init__(self, tmp: Path, extra: str = "allow_anonymous true\n") -> None:
         self.port = free_port()
         self.conf = tmp / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{extra}persistence false\n")
+        # as root, mosquitto drops to user "mosquitto", which cannot read files in tmp_path
+        user = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{user}{extra}persistence false\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
