@@ -251,7 +251,7 @@ class _Reader:
             if 28 <= ai <= 30:
                 raise CBORError(RESERVED, start, str(ai))
             raise CBORError(SIMPLE, start, str(ai))
-        n = self._arg(ai, start)
+        n = ai if ai < 24 else self._arg(ai, start)
         if major == 0:
             return n
         if major == 1:
