@@ -60,12 +60,22 @@ def main(argv: list[str]) -> int:
         print(f"emberlink gateway: bad configuration: {e}", file=sys.stderr)
         return 2
     if args.cmd == "check":
+        from .detect import Detectors
+
+        try:
+            Detectors.from_config([(d.bus, d) for d in cfg.devices])
+        except ConfigError as e:
+            print(f"emberlink gateway: bad configuration: {e}", file=sys.stderr)
+            return 2
         print(_plan(cfg))
         return 0
     from .service import Gateway
 
     try:
         gw = Gateway(cfg)
+    except ConfigError as e:
+        print(f"emberlink gateway: bad configuration: {e}", file=sys.stderr)
+        return 2
     except OutboxError as e:
         print(f"emberlink gateway: {e}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from emberlink.protocol import profile as schema
 from emberlink.protocol.messages import Event
 
 from .config import DeviceConfig
+from .errors import ConfigError
 
 log = logging.getLogger("emberlink.detect")
 
@@ -52,8 +53,10 @@ class Detectors:
                 try:
                     det = build(src, p, p["detectors"])
                 except (ValueError, TypeError, KeyError) as e:
-                    log.warning("%s.%s: detector not built: %s", dev.name, p["name"], e)
-                    continue
+                    # a detector section the core refuses is a configuration error: refuse to start
+                    raise ConfigError(f"profile {dev.profile['name']}", str(e)) from e
+                for w in getattr(det, "warnings", ()):
+                    log.warning("%s: %s", dev.name, w)
                 if det is not None:
                     by_src.setdefault(src, []).append(det)
         if build is None:

@@ -82,6 +82,7 @@ def site_toml(
     extra_bus: str = "",
     extra_outbox: str = "",
     baud: int = 19200,
+    series_s: int = 5,
 ) -> Path:
     """A gateway configuration: one RTU bus (pty path in tmp) and/or one TCP bus."""
     lines = [
@@ -89,7 +90,7 @@ def site_toml(
         f"id = {gw}",
         'data_dir = "var"',
         "heartbeat_s = 30",
-        "series_s = 5",
+        f"series_s = {series_s}",
         extra_gateway,
         "[mqtt]",
         'host = "127.0.0.1"',

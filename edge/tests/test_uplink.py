@@ -104,11 +104,13 @@ async def test_events_deleted_after_puback_and_birth_retained(
         await wait_for(lambda: len(c.events()) >= 6 and ob.depth() == 0)
         got = {s for _, s, _, _ in c.events()}
         assert set(seqs) <= got
-        birth = [b for lf, b, _ in c.got if lf == "state"]
-        assert birth and birth[0].events[0].kind == codes.BIRTH
+        births = [b for b in c.batches("state") if b.events[0].kind == codes.BIRTH]
+        assert births and births[-1].boot == ob.boot
     # a subscriber arriving later still sees the retained birth
     async with collector(broker.port) as late:
         await wait_for(lambda: any(lf == "state" and r for lf, _, r in late.got))
+        retained = [b for lf, b, r in late.got if lf == "state" and r]
+        assert retained[-1].events[0].kind == codes.BIRTH and retained[-1].boot == ob.boot
     ob.close()
 
 

@@ -1,0 +1,112 @@
+"""The whole gateway as a process: `emberlink gateway run` against the simulator (ptys + TCP)
+and a real Mosquitto; SIGTERM flushes and publishes the death; bad configs exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from emberlink.edge import cli, config
+from emberlink.protocol import codes
+from emberlink.tools.simulator import Site
+
+from .conftest import Broker, site_toml, wait_for
+from .test_uplink import GW, collector
+
+pytestmark = [pytest.mark.broker, pytest.mark.modbus, pytest.mark.slow]
+
+
+def kinds(c, kind: int, code: int | None = None):  # type: ignore[no-untyped-def]
+    return [
+        (s, e) for _, s, e, _ in c.events() if e.kind == kind and (code is None or e.code == code)
+    ]
+
+
+async def test_gateway_process_end_to_end(tmp_path: Path, broker: Broker) -> None:
+    cfg_path = site_toml(
+        tmp_path, broker.port, gw=GW,
+        rtu=[(1, "fire_panel"), (2, "acrel_asj"), (3, "smoke_loop")],
+        tcp=[(1, "efm_multi")],
+        series_s=2,
+    )  # fmt: skip
+    cfg = config.load(cfg_path)
+    async with Site(cfg) as site, collector(broker.port) as c:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "emberlink.tools.cli", "gateway", "run", "--config",
+            str(cfg_path), stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await wait_for(lambda: kinds(c, codes.BIRTH), 20)
+            # 1. a panel's fire bit passes through as FIRE_ALARM (panel_status)
+            site.device("rtu-1").set_bit("system_status", 1, True)
+            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 10), 10)
+            ((_, ev),) = kinds(c, codes.FIRE_ALARM, 10)
+            assert ev.state == codes.ACTIVE and ev.src == (1 << 24) | (1 << 16) | 1
+            # 2. residual current above the profile's 300 mA setting: the core's detector alarms
+            site.device("tcp-1").set("residual_current", 450)
+            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 4), 15)
+            # 3. a temperature probe breaks: a fault, never a zero reading
+            site.device("tcp-1").set_raw("temperature_2", 32767)
+            await wait_for(lambda: kinds(c, codes.FAULT, 53), 15)
+            # 4. a silent device: COMMS lost, then restored
+            site.device("rtu-2").mode = "silent"
+            await wait_for(lambda: [e for _, e in kinds(c, codes.COMMS) if e.state], 15)
+            site.device("rtu-2").mode = "ok"
+            await wait_for(lambda: [e for _, e in kinds(c, codes.COMMS) if not e.state], 20)
+            # 5. telemetry flows as series
+            await wait_for(lambda: kinds(c, codes.MEASUREMENT), 10)
+            # 6. SIGTERM: flush, publish the death (clean_shutdown), exit 0
+            proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.wait_for(proc.wait(), 20)
+            assert rc == 0
+            await wait_for(lambda: any(b.events[0].kind == codes.DEATH
+                                       for b in c.batches("state")), 5)  # fmt: skip
+            death = [b for b in c.batches("state") if b.events[0].kind == codes.DEATH][-1]
+            assert death.events[0].code == 101
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        # no hole in what was published: every seq from 1 to the last arrived (or is stored)
+        seqs = sorted({s for b, s, _, _ in c.events() if b == 1})
+        from emberlink.edge.outbox import Outbox
+
+        ob = Outbox(cfg.outbox.path, new_boot=False)
+        stored = {s for b, s in ob.stored_keys() if b == 1}
+        assert set(range(1, ob.last_seq(1) + 1)) <= set(seqs) | stored
+        ob.close()
+    health = (cfg.outbox.path.parent / "health.json").read_text()
+    assert '"boot": 1' in health
+
+
+def test_bad_config_exits_2_with_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "gw.toml"
+    p.write_text('[gateway]\nid = 1\n[[bus]]\nid = 1\ntype = "rtu"\ndevice = "/dev/x"\nbaud = 7\n')
+    assert cli.main(["run", "--config", str(p)]) == 2
+    assert "bus[0].baud: 7 not in 300..1000000" in capsys.readouterr().err
+    p.write_text('[gateway]\nid = 1\n[[device]]\nbus = 9\nunit = 1\nprofile = "acrel_asj"\n')
+    assert cli.main(["check", "--config", str(p)]) == 2
+    assert "device[0].bus: no bus with id 9" in capsys.readouterr().err
+    p.write_text("[gateway\n")
+    assert cli.main(["check", "--config", str(p)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_check_prints_the_plan_and_budget_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devs = "".join(
+        f'[[device]]\nbus = 1\nunit = {u}\nprofile = "efm_multi"\n' for u in range(1, 32)
+    )
+    p = tmp_path / "gw.toml"
+    p.write_text(f'[gateway]\nid = 1\n[[bus]]\nid = 1\ntype = "rtu"\ndevice = "/dev/x"\n'
+                 f'baud = 1200\n{devs}')  # fmt: skip
+    assert cli.main(["check", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "31 devices" in out and "WARNING" in out
