@@ -38,6 +38,8 @@ class Threshold:
     when x < ``clear``. The pre-warning works the same way with its own levels.
     """
 
+    quiet = True  # knows when it is idle: Point.feed_block may skip it (quiet_below)
+
     def __init__(
         self,
         point,
@@ -71,6 +73,19 @@ class Threshold:
     def restart(self):
         self.timing = False
         self.pre_timing = False
+
+    def quiet_below(self):
+        """Samples below this change nothing now (None: busy). For Point.feed_block."""
+        if self.timing or self.alarm.cause:
+            return None
+        if self.pre is None:
+            return self.level
+        if self.pre_timing or self.pre.cause:
+            return None
+        return self.pre_level if self.pre_level < self.level else self.level
+
+    def quiet_done(self):
+        pass
 
     def step(self, t, dt, x, out):
         c = self.alarm
@@ -109,6 +124,8 @@ class ResidualCurrent(Threshold):
     times that natural leakage (GB 50116-2013 §9.2.3 commentary; Acrel: setting >= 2x the
     maximum normal leakage).
     """
+
+    quiet = False  # tracks the leakage on every sample: never skipped
 
     def __init__(
         self,
@@ -366,6 +383,8 @@ class Overcurrent:
     _instantaneous); a stage's cause goes away below its dropout.
     """
 
+    quiet = True
+
     def __init__(
         self, point, kind, latching, inverse, dt_pickup, dt_delay_ms, inst_pickup, dropout_pct
     ):
@@ -394,6 +413,31 @@ class Overcurrent:
         self.t0 = 0
         if self.inv is not None:
             self.inv.acc = 0
+
+    def quiet_below(self):
+        """Samples below this change nothing now (None: busy). For Point.feed_block."""
+        b = 0x3FFFFFFF
+        inv = self.inv
+        if inv is not None:
+            if inv.acc or inv.rate > 0 or self.inv_c.cause:
+                return None
+            b = inv.pickup + 1  # x <= pickup: nothing accumulates
+        if self.dt_pickup:
+            if self.timing or self.dt_c.cause:
+                return None
+            if self.dt_pickup + 1 < b:
+                b = self.dt_pickup + 1
+        if self.inst_pickup:
+            if self.inst_c.cause:
+                return None
+            if self.inst_pickup < b:
+                b = self.inst_pickup
+        return b
+
+    def quiet_done(self):
+        # after quiet samples (x <= pickup, acc == 0) the held rate is 0 (no accumulation)
+        if self.inv is not None:
+            self.inv.rate = 0
 
     def step(self, t, dt, x, out):
         inv = self.inv

@@ -16,28 +16,49 @@ A vector is a dict (stored as JSON under firmware/vectors/):
 from .config import build_detectors
 
 
-def run_vector(vec):
+def run_vector(vec, block=False):
+    """Events for ``vec``; ``block=True`` feeds runs of samples through Point.feed_block."""
     point = build_detectors(vec["detectors"], vec.get("src", 0), [])
     out = []  # type: list
+    ts = []  # type: list
+    xs = []  # type: list
     for step in vec["inputs"]:
         if isinstance(step, dict):
             t = step["from"]
             while t < step["to"]:
-                point.feed(t, step["x"], out)
+                ts.append(t)
+                xs.append(step["x"])
                 t += step["every"]
-            continue
-        t = step[0]
-        op = step[1]
-        if isinstance(op, int):
-            point.feed(t, op, out)
-        elif op == "tick":
-            point.tick(t, out)
-        elif op == "ack":
-            point.ack(t, out)
-        elif op == "reset":
-            point.reset(t, out)
-        elif op == "test":
-            point.set_test(t, step[2], out)
+        elif isinstance(step[1], int):
+            ts.append(step[0])
+            xs.append(step[1])
         else:
-            raise ValueError("unknown step " + repr(step))
+            _flush(point, ts, xs, out, block)
+            _action(point, step, out)
+    _flush(point, ts, xs, out, block)
     return [[t, e.fields()] for t, e in out]
+
+
+def _flush(point, ts, xs, out, block):
+    if block:
+        point.feed_block(ts, xs, out)
+    else:
+        for k in range(len(xs)):
+            point.feed(ts[k], xs[k], out)
+    del ts[:]
+    del xs[:]
+
+
+def _action(point, step, out):
+    t = step[0]
+    op = step[1]
+    if op == "tick":
+        point.tick(t, out)
+    elif op == "ack":
+        point.ack(t, out)
+    elif op == "reset":
+        point.reset(t, out)
+    elif op == "test":
+        point.set_test(t, step[2], out)
+    else:
+        raise ValueError("unknown step " + repr(step))

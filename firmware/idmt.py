@@ -99,8 +99,21 @@ def _interp(table, q):
     return r + (((table[i + 1] - r) * f) >> M_STEP_SHIFT)
 
 
+_TABLES = {}  # type: dict
+# Rate tables are read-only: points with the same curve and multiplier share one (648 bytes).
+
+
 def build_rate_table(curve, tms):
-    """Operate rates ONE / t(M) per ms for M = 1, 1 1/8, ... M_MAX (list of ints)."""
+    """Operate rates ONE / t(M) per ms for M = 1, 1 1/8, ... M_MAX (shared, read-only)."""
+    key = curve + ":" + repr(tms)
+    tab = _TABLES.get(key)
+    if tab is None:
+        tab = _build_rate_table(curve, tms)
+        _TABLES[key] = tab
+    return tab
+
+
+def _build_rate_table(curve, tms):
     from array import array
 
     n = (M_MAX << 3) + 1

@@ -61,9 +61,15 @@ class Point:
         limit = hi if hi > -lo else -lo
         self.ring = None
         if window:
-            self.ring = Ring(window, limit, limit <= max_abs_sample(window, True))
-        self.stuck = stuck and self.ring is not None
+            self.ring = Ring(window, limit, limit <= max_abs_sample(window, True), False)
+        # Stuck sensor: ``window`` consecutive valid samples within ``tolerance`` of the first of
+        # the run (for tolerance 0: the whole window equal, i.e. max == min) -- a run counter,
+        # O(1) with no queue.
+        self.stuck = bool(stuck and window)
+        self.stuck_n = window
         self.tol = stuck_tolerance
+        self.run_x = 0
+        self.run = 0
         self.timeout = comms_timeout_ms
         self.gap = max_gap_ms
         # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
@@ -82,13 +88,18 @@ class Point:
         self.nfv = len(self.fault_values)
         self.bad = False  # a supervision fault (value or range) has its cause present
         self.detectors = []
-        self.rx = False  # a sample has been seen
-        self.last_rx = 0
+        self.quiet_ok = False
+        self.last_rx = None  # time of the last sample (None: none yet)
         self.has_prev = False  # a valid sample has been seen
         self.prev_t = 0
 
     def add(self, detector):
         self.detectors.append(detector)
+        # the block fast path serves points whose detectors all know when they are idle
+        self.quiet_ok = self.ring is None or not self.ring.track_min
+        for d in self.detectors:
+            if not getattr(d, "quiet", False):
+                self.quiet_ok = False
         return detector
 
     def conditions(self):
@@ -104,7 +115,6 @@ class Point:
     def feed(self, t, x, out):
         """One sample ``x`` (an int in the point's units) at monotonic ``t`` ms."""
         self.last_rx = t
-        self.rx = True
         if self.comms_c.cause:
             self.comms_c.apply(CLEAR, t, None, out)
         if self.nfv and x in self.fault_values:
@@ -126,15 +136,150 @@ class Point:
         r = self.ring
         if r is not None:
             r.push(x)
-            if self.stuck:
-                c = self.stuck_c
-                if r.n == r.window and r.buf[r.qmax[r.hmax]] - r.buf[r.qmin[r.hmin]] <= self.tol:
-                    if not c.cause:
-                        c.apply(RAISE, t, x, out)
-                elif c.cause:
-                    c.apply(CLEAR, t, x, out)
+        if self.stuck:
+            d = x - self.run_x
+            if -self.tol <= d <= self.tol:
+                self.run += 1
+                if self.run >= self.stuck_n and not self.stuck_c.cause:
+                    self.stuck_c.apply(RAISE, t, x, out)
+            else:
+                self.run_x = x
+                self.run = 1
+                if self.stuck_c.cause:
+                    self.stuck_c.apply(CLEAR, t, x, out)
         for d in self.detectors:
             d.step(t, dt, x, out)
+
+    def feed_block(self, ts, xs, out, start=0, end=-1):
+        """``feed`` for samples ``xs[start:end]`` at times ``ts[...]``: the same events, faster.
+
+        While every detector is idle and a sample cannot change any state (the common case: a
+        normal reading), ``_quiet_run`` takes it with the ring update inlined; any other sample
+        goes through ``feed``. The golden vectors run through both paths.
+        """
+        n = len(xs) if end < 0 else end
+        j = start
+        while j < n:
+            if self.quiet_ok:
+                j = self._quiet_run(ts, xs, j, n)
+                if j >= n:
+                    break
+            self.feed(ts[j], xs[j], out)
+            j += 1
+
+    def _quiet_bound(self):
+        # The smallest sample that could make a detector act now, or None when one is busy.
+        xq = self.hi + 1
+        for d in self.detectors:
+            b = d.quiet_below()
+            if b is None:
+                return None
+            if b < xq:
+                xq = b
+        return xq
+
+    def _quiet_run(self, ts, xs, j, n):
+        """Take samples from ``j`` while they change no condition; return the first it left."""
+        if self.comms_c.cause or self.bad or not self.has_prev or self.nfv:
+            return j
+        xq = self._quiet_bound()
+        if xq is None:
+            return j
+        lo = self.lo
+        stuck = self.stuck
+        stuck_on = self.stuck_c.cause
+        tol = self.tol
+        run_x = self.run_x
+        run = self.run
+        last = self.stuck_n - 1
+        r = self.ring
+        j0 = j
+        if r is None:
+            while j < n:
+                x = xs[j]
+                if x < lo or x >= xq:
+                    break
+                if stuck:
+                    d = x - run_x
+                    if -tol <= d <= tol:
+                        if run >= last and not stuck_on:
+                            break
+                        run += 1
+                    else:
+                        if stuck_on:
+                            break
+                        run_x = x
+                        run = 1
+                j += 1
+        else:
+            buf = r.buf
+            qv = r.qv
+            qi = r.qi
+            w = r.window
+            i = r.i
+            rn = r.n
+            s = r.s
+            s2 = r.s2
+            var = r.variance
+            h = r.hmax
+            c = r.cmax
+            while j < n:
+                x = xs[j]
+                if x < lo or x >= xq:
+                    break
+                if stuck:
+                    d = x - run_x
+                    if -tol <= d <= tol:
+                        if run >= last and not stuck_on:
+                            break
+                        run += 1
+                    else:
+                        if stuck_on:
+                            break
+                        run_x = x
+                        run = 1
+                # Ring.push, inlined (ring.py holds the commented original)
+                if rn == w:
+                    old = buf[i]
+                    s += x - old
+                    if var:
+                        s2 += x * x - old * old
+                    if qi[h] == i:
+                        h = 0 if h == w - 1 else h + 1
+                        c -= 1
+                else:
+                    rn += 1
+                    s += x
+                    if var:
+                        s2 += x * x
+                buf[i] = x
+                t = h + c - 1
+                if t >= w:
+                    t -= w
+                while c and qv[t] <= x:
+                    c -= 1
+                    t = w - 1 if t == 0 else t - 1
+                t = 0 if t == w - 1 else t + 1
+                qv[t] = x
+                qi[t] = i
+                c += 1
+                i = 0 if i == w - 1 else i + 1
+                j += 1
+            r.i = i
+            r.n = rn
+            r.s = s
+            r.s2 = s2
+            r.hmax = h
+            r.cmax = c
+        if j > j0:
+            t = ts[j - 1]
+            self.last_rx = t
+            self.prev_t = t
+            self.run_x = run_x
+            self.run = run
+            for d in self.detectors:
+                d.quiet_done()
+        return j
 
     def _fault_value(self, t, x, out):
         c = self.fault_values[x]
@@ -170,7 +315,11 @@ class Point:
 
     def tick(self, t, out):
         """Call when a poll brought nothing new: raises no_response after the timeout."""
-        if self.rx and not self.comms_c.cause and (t - self.last_rx) & TICKS_MASK >= self.timeout:
+        if (
+            self.last_rx is not None
+            and not self.comms_c.cause
+            and (t - self.last_rx) & TICKS_MASK >= self.timeout
+        ):
             self.comms_c.apply(RAISE, t, None, out)
 
     def ack(self, t, out, actor=None):

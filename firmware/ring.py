@@ -9,8 +9,9 @@ allocation:
 * ``s``  -- the running integer sum of the window (mean = s / n);
 * ``s2`` -- the running sum of squares (only when ``variance=True``): variance is
   ``(n*s2 - s*s) / n**2``, computed when reporting, never per sample;
-* a monotonic queue of ring positions for the rolling maximum and one for the minimum
-  (``array('H')``, two bytes per slot): the maximum is ``buf[qmax[head]]``.
+* a monotonic queue (values, and ring positions for expiry) for the rolling maximum and one
+  for the minimum: the maximum is ``qv[head]``; pushing pops the tail entries it dominates,
+  so each sample enters and leaves a queue once (amortised O(1)).
 
 Integer sums are exact, so they never drift and never need a periodic recompute (a float
 running variance over a constant segment goes negative or spuriously positive; see
@@ -39,6 +40,7 @@ Time is not the ring's business: it counts samples. Callers that need time windo
 own timestamps (see ``detectors.RateOfRise``).
 """
 
+import sys
 from array import array
 
 try:
@@ -52,6 +54,18 @@ except ImportError:
 SMALL_INT_MAX = const(0x3FFFFFFF)  # 2**30 - 1: the largest small int on a 32-bit board
 MAX_WINDOW = const(4096)  # queue slots are 'H' (16-bit) positions; 4096 keeps limits useful
 MIN_WINDOW = const(2)
+
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+def _ints(n):
+    # array on MicroPython (4 bytes each); a list on CPython (faster: no int boxing on read)
+    return array("i", bytes(4 * n)) if _MICROPYTHON else [0] * n
+
+
+def _positions(n):
+    return array("H", bytes(2 * n)) if _MICROPYTHON else [0] * n
 
 
 def isqrt(n):
@@ -79,10 +93,14 @@ class Ring:
     """A preallocated window of ``window`` int samples with sum, sum of squares, max and min.
 
     ``limit`` is the largest |sample| the caller will push (checked against the 30-bit bound,
-    ``ValueError`` names the field); ``push`` does not re-check it.
+    ``ValueError`` names the field); ``push`` does not re-check it. ``track_min=False`` skips
+    the min queue (``min()`` then scans the window: reporting only).
+
+    Storage: ``array`` on MicroPython (4 bytes a sample, 2 a queue position), plain lists on
+    CPython, where reading an array item allocates an int object and lists are faster.
     """
 
-    def __init__(self, window, limit=None, variance=False):
+    def __init__(self, window, limit=None, variance=False, track_min=True):
         if not isinstance(window, int) or isinstance(window, bool):
             raise ValueError("window: expected an integer")
         if window < MIN_WINDOW or window > MAX_WINDOW:
@@ -106,9 +124,12 @@ class Ring:
         self.window = window
         self.limit = limit
         self.variance = variance
-        self.buf = array("i", bytes(4 * window))
-        self.qmax = array("H", bytes(2 * window))
-        self.qmin = array("H", bytes(2 * window))
+        self.track_min = track_min
+        self.buf = _ints(window)
+        self.qv = _ints(window)  # max queue: values, decreasing from head to tail
+        self.qi = _positions(window)  # max queue: their ring positions (for expiry)
+        self.mv = _ints(window if track_min else 0)  # min queue: values, increasing
+        self.mi = _positions(window if track_min else 0)
         self.clear()
 
     def clear(self):
@@ -117,8 +138,8 @@ class Ring:
         self.n = 0  # samples held, <= window
         self.s = 0
         self.s2 = 0
-        self.hmax = 0  # head position in qmax
-        self.cmax = 0  # entries in qmax
+        self.hmax = 0  # head position in the max queue
+        self.cmax = 0  # entries in the max queue
         self.hmin = 0
         self.cmin = 0
 
@@ -133,62 +154,67 @@ class Ring:
             if self.variance:
                 self.s2 += x * x - old * old
             # The sample at position i leaves the window: drop it from the queue heads.
-            if self.cmax and self.qmax[self.hmax] == i:
-                h = self.hmax + 1
+            h = self.hmax
+            if self.qi[h] == i:
+                h += 1
                 self.hmax = 0 if h == w else h
                 self.cmax -= 1
-            if self.cmin and self.qmin[self.hmin] == i:
-                h = self.hmin + 1
-                self.hmin = 0 if h == w else h
-                self.cmin -= 1
+            if self.track_min:
+                h = self.hmin
+                if self.mi[h] == i:
+                    h += 1
+                    self.hmin = 0 if h == w else h
+                    self.cmin -= 1
         else:
             self.n += 1
             self.s += x
             if self.variance:
                 self.s2 += x * x
         buf[i] = x
-        # Rolling max: pop smaller-or-equal samples from the tail, then append i.
-        q = self.qmax
+        # Rolling max: drop tail entries <= x, then append x.
+        q = self.qv
         c = self.cmax
-        h = self.hmax
-        while c:
-            t = h + c - 1
-            if t >= w:
-                t -= w
-            if buf[q[t]] > x:
-                break
-            c -= 1
-        t = h + c
+        t = self.hmax + c - 1
         if t >= w:
             t -= w
-        q[t] = i
+        while c and q[t] <= x:
+            c -= 1
+            t = w - 1 if t == 0 else t - 1
+        t = 0 if t == w - 1 else t + 1
+        q[t] = x
+        self.qi[t] = i
         self.cmax = c + 1
-        # Rolling min: the mirror image.
-        q = self.qmin
-        c = self.cmin
-        h = self.hmin
-        while c:
-            t = h + c - 1
+        if self.track_min:
+            q = self.mv
+            c = self.cmin
+            t = self.hmin + c - 1
             if t >= w:
                 t -= w
-            if buf[q[t]] < x:
-                break
-            c -= 1
-        t = h + c
-        if t >= w:
-            t -= w
-        q[t] = i
-        self.cmin = c + 1
+            while c and q[t] >= x:
+                c -= 1
+                t = w - 1 if t == 0 else t - 1
+            t = 0 if t == w - 1 else t + 1
+            q[t] = x
+            self.mi[t] = i
+            self.cmin = c + 1
         i += 1
         self.i = 0 if i == w else i
 
     def max(self):
         """The largest sample in the window (0 when empty)."""
-        return self.buf[self.qmax[self.hmax]] if self.n else 0
+        return self.qv[self.hmax] if self.n else 0
 
     def min(self):
         """The smallest sample in the window (0 when empty)."""
-        return self.buf[self.qmin[self.hmin]] if self.n else 0
+        if not self.n:
+            return 0
+        if self.track_min:
+            return self.mv[self.hmin]
+        m = self.buf[0]
+        for j in range(1, self.n):
+            if self.buf[j] < m:
+                m = self.buf[j]
+        return m
 
     def full(self):
         return self.n == self.window
@@ -197,7 +223,7 @@ class Ring:
         """True when the window is full and max - min <= tolerance (a stuck sensor)."""
         if self.n != self.window:
             return False
-        return self.buf[self.qmax[self.hmax]] - self.buf[self.qmin[self.hmin]] <= tolerance
+        return self.max() - self.min() <= tolerance
 
     def last(self):
         """The newest sample (0 when empty)."""

@@ -29,6 +29,7 @@ def test_vector_on_cpython(path: Path) -> None:
     vec = json.loads(path.read_text())
     assert vec["expect"], "a vector must expect at least one event"
     assert run_vector(vec) == vec["expect"]
+    assert run_vector(vec, block=True) == vec["expect"]  # the feed_block fast path
 
 
 @pytest.mark.micropython
@@ -39,7 +40,9 @@ def test_vectors_on_micropython() -> None:
     assert [Path(x["name"]).name for x in lines] == [p.name for p in VECTORS]
     for x, p in zip(lines, VECTORS, strict=True):
         assert "error" not in x, (p.name, x.get("error"))
-        assert x["got"] == json.loads(p.read_text())["expect"], p.name
+        expect = json.loads(p.read_text())["expect"]
+        assert x["got"] == expect, p.name
+        assert x["block"] == expect, p.name + " (feed_block)"
 
 
 def test_a_changed_expectation_fails(tmp_path: Path) -> None:
