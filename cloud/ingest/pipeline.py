@@ -40,7 +40,6 @@ R_BAD_WILL = "bad will message"
 
 REGISTRY_TTL_S = 10.0  # a changed MAC key or heartbeat override reaches workers this fast
 FLUSH_RETRIES = 3  # a PostgreSQL deadlock between workers aborts one flush; it is retried
-HWM_SCAN_LIMIT = 100_000  # seqs read per stream per flush while advancing the high-water mark
 
 
 def now_ms() -> int:
@@ -297,21 +296,22 @@ class Ingestor:
         new_rows = [rows[k] for k in sorted(new_keys)]
         store.apply_device_reports(session=session, rows=new_rows, now_ms=now, policy=self.policy)
         store.apply_alarm_events(session=session, rows=new_rows)
+        health = store.gateway_health_rows(session=session, gateway_ids=list(seen), now_ms=now)
         for gw in sorted(seen):
             info = self.gateways.get(gw)
             store.update_gateway_health(
                 session=session,
+                row=health[gw],
                 seen=seen[gw],
                 now_ms=now,
                 policy=self.policy,
                 heartbeat_override=info.heartbeat_s if info else None,
                 misses_override=info.offline_after_misses if info else None,
             )
-        streams = sorted({(k[0], k[1]) for k in rows})
-        for gw, boot in streams:
-            hwm = store.advance_stream(session=session, gateway_id=gw, boot=boot, now_ms=now)
-            if hwm > 0:
-                out.acks.append(messages.Ack(gw, boot, hwm))
+        hwms = store.advance_streams(
+            session=session, streams=[(k[0], k[1]) for k in rows], now_ms=now
+        )
+        out.acks = [messages.Ack(g, b, h) for (g, b), h in sorted(hwms.items()) if h > 0]
         return out
 
 

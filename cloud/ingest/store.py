@@ -7,11 +7,12 @@ order so that concurrent workers on PostgreSQL take locks in one order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from emberlink.protocol import codes, messages
-from sqlalchemy import case, select, text, tuple_
+from sqlalchemy import and_, case, or_, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,7 @@ ALARM_KINDS = (
     codes.MANUAL_ALARM,
     codes.COMMS,
 )
+HWM_SCAN_LIMIT = 100_000  # seqs read per stream per flush while advancing the high-water mark
 H_OUTBOX = 4  # codes.HEALTH_NAMES keys
 H_DEVICES_DOWN = 7
 H_HEARTBEAT = 10
@@ -100,10 +102,69 @@ class GatewaySeen:
             self.heartbeat_s = info[I_HEARTBEAT]
 
 
+EVENT_COLUMNS = (
+    "gateway_id",
+    "boot",
+    "seq",
+    "kind",
+    "src",
+    "state",
+    "code",
+    "t_ms",
+    "received_ms",
+    "batch_flags",
+    "late",
+    "data",
+)
+_COLS = ", ".join(EVENT_COLUMNS)
+# PostgreSQL fast path: COPY into a per-connection staging table, then one INSERT ... SELECT.
+# A multi-row INSERT of thousands of rows spends most of its time building and parsing SQL.
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (gateway_id bigint, boot bigint, seq bigint, "
+    "kind integer, src bigint, state integer, code integer, t_ms bigint, received_ms bigint, "
+    "batch_flags integer, late boolean, data json) ON COMMIT DELETE ROWS"
+)
+_STAGE_COPY = f"COPY ingest_stage ({_COLS}) FROM STDIN"
+_STAGE_INSERT = (
+    f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM ingest_stage "
+    "ORDER BY gateway_id, boot, seq ON CONFLICT (gateway_id, boot, seq) DO NOTHING "
+    "RETURNING gateway_id, boot, seq"
+)
+
+
 def insert_events(*, session: Session, rows: list[dict[str, Any]]) -> set[tuple[int, int, int]]:
-    """Insert rows, skipping stored (gateway, boot, seq); returns the keys that were new."""
+    """Insert rows, skipping stored (gateway, boot, seq); returns the keys that were new.
+
+    ``rows`` must be sorted by key, so that concurrent workers lock index entries in one order.
+    """
     if not rows:
         return set()
+    if session.get_bind().dialect.name == "postgresql":
+        raw = session.connection().connection.driver_connection
+        with raw.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(_STAGE_DDL)
+            with cur.copy(_STAGE_COPY) as cp:
+                for r in rows:
+                    cp.write_row(
+                        (
+                            r["gateway_id"],
+                            r["boot"],
+                            r["seq"],
+                            r["kind"],
+                            r["src"],
+                            r["state"],
+                            r["code"],
+                            r["t_ms"],
+                            r["received_ms"],
+                            r["batch_flags"],
+                            r["late"],
+                            json.dumps(r["data"]),
+                        )
+                    )
+            cur.execute(_STAGE_INSERT)
+            new = {(g, b, q) for g, b, q in cur.fetchall()}
+            cur.execute("TRUNCATE ingest_stage")  # a retried flush must start empty
+            return new
     t = models.Event.__table__
     stmt = (
         _insert(session, t)
@@ -114,47 +175,61 @@ def insert_events(*, session: Session, rows: list[dict[str, Any]]) -> set[tuple[
     return {(r[0], r[1], r[2]) for r in res}
 
 
-def advance_stream(*, session: Session, gateway_id: int, boot: int, now_ms: int) -> int:
-    """Move the stream's contiguous high-water mark as far as stored seqs allow; returns it.
+def advance_streams(
+    *, session: Session, streams: list[tuple[int, int]], now_ms: int
+) -> dict[tuple[int, int], int]:
+    """Move each stream's contiguous high-water mark as far as stored seqs allow.
 
     DROPPED events cover the seq range the gateway evicted, so those seqs never hold it back.
+    Returns (gateway, boot) -> hwm. Three statements whatever the number of streams.
     """
-    st = session.execute(
-        select(models.Stream)
-        .where(models.Stream.gateway_id == gateway_id, models.Stream.boot == boot)
-        .with_for_update()
-    ).scalar_one_or_none()
-    hwm = st.hwm if st is not None else 0
-    E = models.Event
-    cond = (E.gateway_id == gateway_id, E.boot == boot, E.seq > hwm)
-    seqs = session.execute(select(E.seq).where(*cond).order_by(E.seq).limit(100_000)).scalars()
-    spans = [(s, s) for s in seqs]
-    for data in session.execute(select(E.data).where(*cond, E.kind == codes.DROPPED)).scalars():
-        r = data.get("range")
+    if not streams:
+        return {}
+    keys = sorted(set(streams))
+    S, E = models.Stream, models.Event
+    session.execute(
+        _insert(session, S.__table__).on_conflict_do_nothing(index_elements=["gateway_id", "boot"]),
+        [{"gateway_id": g, "boot": b, "hwm": 0, "updated_ms": now_ms} for g, b in keys],
+    )
+    rows = {
+        (st.gateway_id, st.boot): st
+        for st in session.scalars(
+            select(S)
+            .where(tuple_(S.gateway_id, S.boot).in_(keys))
+            .order_by(S.gateway_id, S.boot)
+            .with_for_update()
+        )
+    }
+    window = or_(
+        *(
+            and_(
+                E.gateway_id == g,
+                E.boot == b,
+                E.seq > rows[g, b].hwm,
+                E.seq <= rows[g, b].hwm + HWM_SCAN_LIMIT,
+            )
+            for g, b in keys
+        )
+    )
+    spans: dict[tuple[int, int], list[tuple[int, int]]] = {k: [] for k in keys}
+    q = select(E.gateway_id, E.boot, E.seq, case((E.kind == codes.DROPPED, E.data), else_=None))
+    for g, b, seq, data in session.execute(q.where(window)):
+        spans[g, b].append((seq, seq))
+        r = data.get("range") if isinstance(data, dict) else None
         if isinstance(r, list) and len(r) == 2:
-            spans.append((int(r[0]), int(r[1])))
-    spans.sort()
-    new = hwm
-    for a, b in spans:
-        if a > new + 1:
-            break
-        new = max(new, b)
-    if st is None:
-        stmt = _insert(session, models.Stream.__table__).values(
-            gateway_id=gateway_id, boot=boot, hwm=new, updated_ms=now_ms
-        )
-        t = models.Stream.__table__
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["gateway_id", "boot"],
-            set_={
-                "hwm": case((t.c.hwm > stmt.excluded.hwm, t.c.hwm), else_=stmt.excluded.hwm),
-                "updated_ms": now_ms,
-            },
-        )
-        session.execute(stmt)
-    elif new > st.hwm:
-        st.hwm, st.updated_ms = new, now_ms
-    return new
+            spans[g, b].append((int(r[0]), int(r[1])))
+    out = {}
+    for k in keys:
+        st = rows[k]
+        new = st.hwm
+        for a, z in sorted(spans[k]):
+            if a > new + 1:
+                break
+            new = max(new, z)
+        if new > st.hwm:
+            st.hwm, st.updated_ms = new, now_ms
+        out[k] = new
+    return out
 
 
 def _transition(
@@ -178,27 +253,29 @@ def _transition(
     )
 
 
-def _gateway_health_row(session: Session, gateway_id: int, now_ms: int) -> models.GatewayHealth:
-    row = session.execute(
-        select(models.GatewayHealth)
-        .where(models.GatewayHealth.gateway_id == gateway_id)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if row is None:
-        stmt = _insert(session, models.GatewayHealth.__table__).values(
-            gateway_id=gateway_id,
-            status=UNKNOWN,
-            reason="never heard from",
-            since_ms=now_ms,
-            clock_unsynced=False,
-        )
-        session.execute(stmt.on_conflict_do_nothing(index_elements=["gateway_id"]))
-        row = session.execute(
-            select(models.GatewayHealth)
-            .where(models.GatewayHealth.gateway_id == gateway_id)
-            .with_for_update()
-        ).scalar_one()
-    return row
+def gateway_health_rows(
+    *, session: Session, gateway_ids: list[int], now_ms: int
+) -> dict[int, models.GatewayHealth]:
+    """The health rows of ``gateway_ids`` (created as unknown if missing), locked, in id order."""
+    if not gateway_ids:
+        return {}
+    ids = sorted(set(gateway_ids))
+    GH = models.GatewayHealth
+    session.execute(
+        _insert(session, GH.__table__).on_conflict_do_nothing(index_elements=["gateway_id"]),
+        [
+            {
+                "gateway_id": g,
+                "status": UNKNOWN,
+                "reason": "never heard from",
+                "since_ms": now_ms,
+                "clock_unsynced": False,
+            }
+            for g in ids
+        ],
+    )
+    q = select(GH).where(GH.gateway_id.in_(ids)).order_by(GH.gateway_id).with_for_update()
+    return {h.gateway_id: h for h in session.scalars(q)}
 
 
 def evaluate_gateway(
@@ -238,13 +315,13 @@ def evaluate_gateway(
 def update_gateway_health(
     *,
     session: Session,
+    row: models.GatewayHealth,
     seen: GatewaySeen,
     now_ms: int,
     policy: HealthPolicy,
     heartbeat_override: int | None,
     misses_override: int | None,
 ) -> None:
-    row = _gateway_health_row(session, seen.gateway_id, now_ms)
     if seen.last_seen_ms is not None and seen.last_seen_ms > (row.last_seen_ms or 0):
         row.last_seen_ms = seen.last_seen_ms
         if seen.clock_unsynced is not None:

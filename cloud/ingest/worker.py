@@ -89,6 +89,7 @@ class IngestWorker:
                 [(topics.subscription(leaf, shared=True), topics.QOS) for leaf in ("ev", "state")]
             )
             self.subscribed.set()
+            log.info("%s subscribed to the shared event and state topics", self.client_id)
             tasks = [
                 asyncio.create_task(self._consume(client)),
                 asyncio.create_task(self._flusher(client, stop)),

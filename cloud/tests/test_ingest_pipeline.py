@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from .utils import batch, make_gateway
+from .utils import KEY, batch, make_gateway
 
 EV = topics.topic(7, "ev")
 
@@ -123,9 +123,6 @@ def test_two_workers_same_batches_store_each_event_once(
     assert sum(r.duplicates for r in results) == 400
     assert _events(sessions) == [(7, 1, s) for s in range(1, 401)]
     assert max(r.acks[0].hwm for r in results) == 400
-
-
-KEY = bytes(range(32))
 
 
 @pytest.mark.parametrize(

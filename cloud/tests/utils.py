@@ -9,6 +9,7 @@ from emberlink.protocol import codes, messages
 from sqlalchemy.orm import Session
 
 _n = itertools.count(1)
+KEY = bytes(range(32))  # a gateway MAC key for tests
 
 
 def make_site(session: Session, unit_kind: str = "key_unit") -> models.Site:
