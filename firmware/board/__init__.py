@@ -1,0 +1,1 @@
+"""EmberLink board application (MicroPython): the gateway's job on a small board."""

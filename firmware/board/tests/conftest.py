@@ -1,0 +1,158 @@
+"""Fixtures: the micropython interpreter with the staged tree, a real Mosquitto, free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from emberlink.tools import micropython
+
+HERE = Path(__file__).resolve().parent
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mp_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["MICROPYPATH"] = str(micropython.stage()) + os.pathsep + ".frozen"
+    return env
+
+
+def mp_popen(script: Path, args: list[str], heapsize: str | None = None,
+             **kw: object) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start micropython on ``script`` in the background (stdout and stderr piped)."""
+    cmd = [micropython.interpreter()]
+    if heapsize:
+        cmd += ["-X", "heapsize=" + heapsize]
+    cmd += [str(script), *args]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=mp_env(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def mp_run(script: Path, args: list[str], heapsize: str | None = None,
+           timeout: float = 60) -> str:  # fmt: skip
+    proc = micropython.run(script=script, args=args, heapsize=heapsize, timeout=timeout)
+    return proc.stdout.decode()
+
+
+class Broker:
+    """mosquitto on 127.0.0.1:<free port>, anonymous, no persistence."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.conf = tmp / f"mosquitto-{self.port}.conf"
+        user = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n{user}allow_anonymous true\npersistence false\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Broker:
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited")
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("broker")).start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A paho client on CPython that records (topic, payload, retain) of what it receives."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        import paho.mqtt.client as paho
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sub-{free_port()}")
+        self.c.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, bytes(m.payload), bool(m.retain))
+        )
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+        r = self.c.subscribe(topic, qos=1)
+        assert r[0] == 0
+        time.sleep(0.3)
+
+    def wait(self, pred, timeout: float = 20.0) -> list[tuple[str, bytes, bool]]:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred(self.messages):
+                return self.messages
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; got {len(self.messages)} messages")
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+class Lines:
+    """Collects a process's stdout lines in a thread; ``until(prefix)`` waits for one."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        import threading
+
+        self.proc = proc
+        self.lines: list[str] = []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def until(self, prefix: str, timeout: float = 30.0, start: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[start:]:
+                if line.startswith(prefix):
+                    return line
+            if self.proc.poll() is not None and not self.t.is_alive():
+                break
+            time.sleep(0.02)
+        err = b""
+        if self.proc.poll() is not None and self.proc.stderr:
+            err = self.proc.stderr.read()
+        raise AssertionError(f"no line {prefix!r}: {self.lines[-20:]} {err.decode()[-2000:]}")
