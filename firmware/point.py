@@ -15,8 +15,11 @@ row 19: "break line", open or short is a fault, never a zero reading):
 No fresh sample for ``comms_timeout_ms`` -> FAULT no_response (cleared by the next sample).
 """
 
+from array import array
+
 from ..protocol import codes
 from ..protocol.messages import Event
+from .fastpath import quiet_ring
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import Ring, max_abs_sample
 
@@ -89,6 +92,19 @@ class Point:
         self.bad = False  # a supervision fault (value or range) has its cause present
         self.detectors = []
         self.quiet_ok = False
+        # viper fast path (MicroPython, non-negative ranges): state/parameter words, see fastpath
+        self.viper = False
+        self.vst = array("i")
+        self.vprm = array("i")
+        if quiet_ring is not None and self.ring is not None and lo >= 0:
+            self.viper = True
+            r = self.ring
+            self.vst = array("i", bytes(32))
+            self.vprm = array(
+                "i",
+                [lo, 0, stuck_tolerance, window - 1, 1 if self.stuck else 0, 0,
+                 1 if r.variance else 0, window],
+            )  # fmt: skip
         self.last_rx = None  # time of the last sample (None: none yet)
         self.has_prev = False  # a valid sample has been seen
         self.prev_t = 0
@@ -211,6 +227,28 @@ class Point:
                         run_x = x
                         run = 1
                 j += 1
+        elif self.viper and isinstance(xs, array):
+            st = self.vst
+            prm = self.vprm
+            st[0] = r.i
+            st[1] = r.n
+            st[2] = r.s
+            st[3] = r.s2
+            st[4] = r.hmax
+            st[5] = r.cmax
+            st[6] = run_x
+            st[7] = run
+            prm[1] = xq if xq < 0x7FFFFFFF else 0x7FFFFFFF
+            prm[5] = 1 if stuck_on else 0
+            j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, st, prm)  # type: ignore[misc]
+            r.i = st[0]
+            r.n = st[1]
+            r.s = st[2]
+            r.s2 = st[3]
+            r.hmax = st[4]
+            r.cmax = st[5]
+            run_x = st[6]
+            run = st[7]
         else:
             buf = r.buf
             qv = r.qv

@@ -50,3 +50,23 @@ def test_a_changed_expectation_fails(tmp_path: Path) -> None:
     vec = json.loads(VECTORS[0].read_text())
     vec["expect"][0][0] += 1
     assert run_vector(vec) != vec["expect"]
+
+
+@pytest.mark.micropython
+def test_the_viper_fast_path_is_what_the_block_vectors_exercise() -> None:
+    """On micropython feed_block takes quiet runs through fastpath.quiet_ring (viper)."""
+    code = (
+        "import json\n"
+        "from emberlink.firmware import fastpath, point\n"
+        "from emberlink.firmware.golden import run_vector\n"
+        "calls = [0]\n"
+        "orig = fastpath.quiet_ring\n"
+        "def wrap(*a):\n"
+        "    calls[0] += 1\n"
+        "    return orig(*a)\n"
+        "point.quiet_ring = wrap\n"
+        "vec = json.load(open({!r}))\n"
+        "print(orig is not None, run_vector(vec, True) == vec['expect'], calls[0])\n"
+    ).format(str(VECTORS[0].parent / "quiet_then_active.json"))
+    viper, same, calls = micropython.run(code=code).stdout.decode().split()
+    assert viper == "True" and same == "True" and int(calls) > 0
