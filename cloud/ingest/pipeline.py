@@ -23,7 +23,7 @@ from typing import Any
 from emberlink.protocol import codes, messages, topics, wire
 from emberlink.protocol.errors import ProtocolError
 from sqlalchemy import insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import models
@@ -37,6 +37,10 @@ R_BAD_TOPIC = "bad topic"
 R_UNKNOWN_GATEWAY = "unknown gateway"
 R_GW_MISMATCH = "gateway does not match topic"
 R_BAD_WILL = "bad will message"
+R_TIME = "event time out of range"
+R_STORE = "refused by the database"
+
+MAX_T_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later times are not real clocks
 
 REGISTRY_TTL_S = 10.0  # a changed MAC key or heartbeat override reaches workers this fast
 FLUSH_RETRIES = 3  # a PostgreSQL deadlock between workers aborts one flush; it is retried
@@ -63,6 +67,8 @@ class Accepted:
     batch: messages.Batch
     received_ms: int
     retained: bool = False
+    source: str = "mqtt"
+    payload: bytes = b""
 
 
 @dataclass
@@ -191,7 +197,20 @@ class Ingestor:
             return self._quarantined(
                 received, source, topic, gw, R_BAD_WILL, "seq0 = 0 on the event topic", payload
             )
-        self._pending.append(Accepted(topic, leaf, batch, received, retained))
+        last_t = batch.t0 + max(e.dt for e in batch.events)
+        if last_t > MAX_T_MS:
+            return self._quarantined(
+                received,
+                source,
+                topic,
+                gw,
+                R_TIME,
+                f"t0 + dt = {last_t} ms is after 9999",
+                payload,
+            )
+        self._pending.append(
+            Accepted(topic, leaf, batch, received, retained, source, bytes(payload))
+        )
         self._pending_events += len(batch.events)
         return None
 
@@ -207,17 +226,29 @@ class Ingestor:
     ) -> str:
         log.warning("quarantined message on %r: %s (%s)", topic[:200], reason, detail[:200])
         self._quarantine.append(
-            {
-                "received_ms": received,
-                "source": source,
-                "topic": topic[:200],
-                "gateway_id": gw,
-                "reason": reason[:100],
-                "detail": detail[:2000],
-                "payload": bytes(payload),
-            }
+            self._quarantine_row(received, source, topic, gw, reason, detail, payload)
         )
         return reason
+
+    @staticmethod
+    def _quarantine_row(
+        received: int,
+        source: str,
+        topic: str,
+        gw: int | None,
+        reason: str,
+        detail: str,
+        payload: bytes,
+    ) -> dict[str, Any]:
+        return {
+            "received_ms": received,
+            "source": source,
+            "topic": topic[:200],
+            "gateway_id": gw,
+            "reason": reason[:100],
+            "detail": detail[:2000],
+            "payload": bytes(payload),
+        }
 
     # ---- flush ------------------------------------------------------------------------------
 
@@ -237,13 +268,55 @@ class Ingestor:
         """Write ``buf`` in one transaction; the acks are safe to publish once this returns.
 
         Thread-safe with respect to ``accept`` (it touches only ``buf`` and the database).
+        When the database refuses the data itself (not a lost connection), the batches are
+        written one by one and the one it refuses is quarantined, so that no message can
+        stop ingest by failing every flush it is part of.
         """
         if not buf.batches and not buf.quarantine:
             return FlushResult()
+        try:
+            return self._write_retrying(buf.batches, buf.quarantine)
+        except (IntegrityError, DataError) as e:
+            log.warning("flush refused (%s); isolating the batch at fault", e.orig)
+        total = FlushResult()
+        parts: list[tuple[list[Accepted], list[dict[str, Any]]]] = [([a], []) for a in buf.batches]
+        parts.append(([], buf.quarantine))
+        for batches, quarantine in parts:
+            try:
+                res = self._write_retrying(batches, quarantine)
+            except (IntegrityError, DataError) as e:
+                a = batches[0]
+                res = self._write_retrying(
+                    [],
+                    [
+                        self._quarantine_row(
+                            a.received_ms,
+                            a.source,
+                            a.topic,
+                            a.batch.gw,
+                            R_STORE,
+                            str(e.orig).splitlines()[0][:500],
+                            a.payload,
+                        )
+                    ],
+                )
+            total.stored += res.stored
+            total.duplicates += res.duplicates
+            total.quarantined += res.quarantined
+            total.acks += res.acks
+        best: dict[tuple[int, int], int] = {}
+        for ack in total.acks:
+            best[ack.gw, ack.boot] = max(best.get((ack.gw, ack.boot), 0), ack.hwm)
+        total.acks = [messages.Ack(g, b, h) for (g, b), h in sorted(best.items())]
+        return total
+
+    def _write_retrying(
+        self, batches: list[Accepted], quarantine: list[dict[str, Any]]
+    ) -> FlushResult:
         for attempt in range(1, FLUSH_RETRIES + 1):
             try:
                 with self._sessions() as session, session.begin():
-                    return self._write(session, buf.batches, buf.quarantine)
+                    return self._write(session, batches, quarantine)
             except DBAPIError as e:
                 if attempt == FLUSH_RETRIES or not _retryable(e):
                     raise

@@ -11,9 +11,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from emberlink.protocol import codes, messages
 from sqlalchemy import and_, case, or_, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import models
@@ -140,31 +142,12 @@ def insert_events(*, session: Session, rows: list[dict[str, Any]]) -> set[tuple[
     if not rows:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        raw = session.connection().connection.driver_connection
-        with raw.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute(_STAGE_DDL)
-            with cur.copy(_STAGE_COPY) as cp:
-                for r in rows:
-                    cp.write_row(
-                        (
-                            r["gateway_id"],
-                            r["boot"],
-                            r["seq"],
-                            r["kind"],
-                            r["src"],
-                            r["state"],
-                            r["code"],
-                            r["t_ms"],
-                            r["received_ms"],
-                            r["batch_flags"],
-                            r["late"],
-                            json.dumps(r["data"]),
-                        )
-                    )
-            cur.execute(_STAGE_INSERT)
-            new = {(g, b, q) for g, b, q in cur.fetchall()}
-            cur.execute("TRUNCATE ingest_stage")  # a retried flush must start empty
-            return new
+        try:
+            return _copy_events(session, rows)
+        except psycopg.Error as e:
+            # Raised by the driver directly: give it SQLAlchemy's class (IntegrityError, ...)
+            # so that callers handle it like any other statement's error.
+            raise DBAPIError.instance(_STAGE_INSERT, None, e, psycopg.Error) from e
     t = models.Event.__table__
     stmt = (
         _insert(session, t)
@@ -173,6 +156,19 @@ def insert_events(*, session: Session, rows: list[dict[str, Any]]) -> set[tuple[
     )
     res = session.execute(stmt, rows)
     return {(r[0], r[1], r[2]) for r in res}
+
+
+def _copy_events(session: Session, rows: list[dict[str, Any]]) -> set[tuple[int, int, int]]:
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute(_STAGE_DDL)
+        with cur.copy(_STAGE_COPY) as cp:
+            for r in rows:
+                cp.write_row([r[c] for c in EVENT_COLUMNS[:-1]] + [json.dumps(r["data"])])
+        cur.execute(_STAGE_INSERT)
+        new = {(g, b, q) for g, b, q in cur.fetchall()}
+        cur.execute("TRUNCATE ingest_stage")  # a retried flush must start empty
+        return new
 
 
 def advance_streams(

@@ -231,3 +231,34 @@ def test_any_redelivery_pattern_stores_each_seq_once(
     while expect + 1 in sent:
         expect += 1
     assert hwm == expect
+
+
+def test_event_time_beyond_9999_is_quarantined(sessions: sessionmaker[Session], gw7: int) -> None:
+    ing = Ingestor(sessions)
+    far = batch(7, 1, 1, t0=2**63)
+    assert ing.accept(EV, wire.seal(far)) == "event time out of range"
+    assert ing.flush().quarantined == 1
+    (q,) = _quarantine(sessions)
+    assert q.detail == f"t0 + dt = {2**63} ms is after 9999"
+
+
+def test_a_batch_the_database_refuses_is_quarantined_alone(
+    sessions: sessionmaker[Session], gw7: int
+) -> None:
+    """A gateway deleted while still cached: its batch fails; the others are stored."""
+    with sessions() as s, s.begin():
+        make_gateway(s, 8)
+    ing = Ingestor(sessions)
+    assert ing.gateways.get(8) is not None  # now cached
+    with sessions() as s, s.begin():
+        s.execute(text("DELETE FROM gateway_health WHERE gateway_id = 8"))
+        s.execute(text("DELETE FROM gateways WHERE id = 8"))
+    ing.accept(EV, wire.seal(batch(7, 1, 2)))
+    ing.accept(topics.topic(8, "ev"), wire.seal(batch(8, 3, 2)))
+    ing.accept(EV, wire.seal(batch(7, 3, 2)))
+    res = ing.flush()
+    assert (res.stored, res.quarantined) == (4, 1)
+    assert res.acks == [messages.Ack(7, 1, 4)]
+    (q,) = _quarantine(sessions)
+    assert (q.reason, q.topic, q.gateway_id) == ("refused by the database", "el/v1/8/ev", 8)
+    assert q.payload == wire.seal(batch(8, 3, 2))
