@@ -92,6 +92,7 @@ class Point:
         self.bad = False  # a supervision fault (value or range) has its cause present
         self.detectors = []
         self.quiet_ok = False
+        self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast path (MicroPython, non-negative ranges): state/parameter words, see fastpath
         self.viper = False
         self.vst = array("i")
@@ -130,6 +131,43 @@ class Point:
 
     def feed(self, t, x, out):
         """One sample ``x`` (an int in the point's units) at monotonic ``t`` ms."""
+        if self.lo <= x < self.xq:
+            # Quiet sample: every detector is idle and x is below anything that could make one
+            # act (``xq``, refreshed after each full pass), so only the ring, the stuck-run
+            # counter and the times move -- exactly what the full pass would do.
+            ok = True
+            if self.stuck:
+                d = x - self.run_x
+                if -self.tol <= d <= self.tol:
+                    if self.run + 1 >= self.stuck_n and not self.stuck_c.cause:
+                        ok = False
+                    else:
+                        self.run += 1
+                elif self.stuck_c.cause:
+                    ok = False
+                else:
+                    self.run_x = x
+                    self.run = 1
+            if ok:
+                self.last_rx = t
+                self.prev_t = t
+                r = self.ring
+                if r is not None:
+                    r.push(x)
+                return
+        self._feed(t, x, out)
+        self._refresh_quiet()
+
+    def _refresh_quiet(self):
+        # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
+        xq = self.lo
+        if self.quiet_ok and self.has_prev and not (self.comms_c.cause or self.bad or self.nfv):
+            b = self._quiet_bound()
+            if b is not None:
+                xq = b
+        self.xq = xq
+
+    def _feed(self, t, x, out):
         self.last_rx = t
         if self.comms_c.cause:
             self.comms_c.apply(CLEAR, t, None, out)
@@ -359,6 +397,7 @@ class Point:
             and (t - self.last_rx) & TICKS_MASK >= self.timeout
         ):
             self.comms_c.apply(RAISE, t, None, out)
+            self.xq = self.lo
 
     def ack(self, t, out, actor=None):
         """Acknowledge every active condition (ACTIVE -> ACKNOWLEDGED)."""
@@ -390,6 +429,7 @@ class Point:
                     c.apply(RESET, t, None, out)
                     c.cause = False
             d.restart()
+        self._refresh_quiet()
 
     def set_test(self, t, on, out, actor=None):
         """Enter or leave test mode; events raised meanwhile carry EF_TEST."""

@@ -1,0 +1,91 @@
+"""The fast paths (feed's quiet path, feed_block) give exactly the events of the full pass."""
+
+from __future__ import annotations
+
+from emberlink.firmware.config import build_detectors
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+CONFIGS = [
+    {
+        "input": "current",
+        "window": 8,
+        "overcurrent": {
+            "inverse": {"curve": "iec_vi", "pickup": 1000, "tms": 0.05},
+            "definite": {"pickup": 1500, "delay_ms": 300},
+            "instantaneous": {"pickup": 3000},
+        },
+    },
+    {
+        "input": "current",
+        "window": 4,
+        "stuck": {"tolerance": 2},
+        "overcurrent": {
+            "inverse": {"curve": "ieee_mi", "pickup": 800, "tms": 0.1, "reset": "ieee"},
+            "latching": False,
+        },
+    },
+    {
+        "input": "cable_temperature",
+        "window": 6,
+        "cable_temperature": {"level": 800, "pre": 700, "delay_ms": 500, "latching": False},
+    },
+    {"input": "heat", "window": 0, "heat": {"class": "A2", "delay_ms": 200}},
+]
+
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 400),  # ms since the previous step
+        st.one_of(st.integers(0, 3500), st.sampled_from(["tick", "reset", "ack", "flat"])),
+    ),
+    min_size=1,
+    max_size=250,
+)
+
+
+def _run(cfg: dict, seq: list[tuple[int, object]], mode: str) -> list[tuple[int, dict]]:
+    p = build_detectors(cfg, 3)
+    if mode == "full":
+        p.quiet_ok = False  # the full pass for every sample
+    out: list = []
+    t = 0
+    ts: list[int] = []
+    xs: list[int] = []
+    last = 500
+
+    def flush() -> None:
+        if mode == "block":
+            p.feed_block(ts, xs, out)
+        else:
+            for k in range(len(xs)):
+                p.feed(ts[k], xs[k], out)
+        ts.clear()
+        xs.clear()
+
+    for dt, v in seq:
+        t += dt
+        if v == "flat":
+            v = last
+        if isinstance(v, int):
+            ts.append(t)
+            xs.append(v)
+            last = v
+            continue
+        flush()
+        if v == "tick":
+            p.tick(t + 200000, out)
+            t += 200000
+        elif v == "reset":
+            p.reset(t, out)
+        else:
+            p.ack(t, out)
+    flush()
+    return [(tt, e.fields()) for tt, e in out]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(range(len(CONFIGS))), steps)
+def test_fast_paths_equal_the_full_pass(i: int, seq: list[tuple[int, object]]) -> None:
+    full = _run(CONFIGS[i], seq, "full")
+    assert _run(CONFIGS[i], seq, "feed") == full
+    assert _run(CONFIGS[i], seq, "block") == full
