@@ -3,11 +3,12 @@
 ``quiet_ring(xs, j, n, buf, qv, qi, st, prm)`` is ``Point._quiet_run``'s ring loop compiled to
 machine code: it takes samples ``xs[j:n]`` (an ``array('i')``) while they change no condition,
 updating the ring (``buf``, ``qv`` as ``array('i')``, ``qi`` as ``array('H')``) and the stuck-run
-state, and returns the index of the first sample it did not take. Scalar state travels in
-``st`` (i, n, s, s2, head, count, run_x, run) and parameters in ``prm`` (lo, quiet bound,
-tolerance, run limit, stuck on/off, stuck active, variance, window); the caller copies them in
-and out. Viper integers are machine words and ``ptr32`` loads are unsigned on the 64-bit unix
-port, so the caller uses this only for non-negative ranges (every value then fits 31 bits).
+state, and returns the index of the first sample it did not take. The ring's scalar state
+words ``st`` (ring.py: i, n, s, s2, max head, max count, -, -, run value, run length) are read
+and written in place; ``prm`` holds lo, the quiet bound, tolerance, run limit, stuck on/off,
+stuck active, variance, window. Viper integers are machine words and ``ptr32`` loads are
+unsigned on the 64-bit unix port, so the caller uses this only for non-negative ranges (every
+value then fits 31 bits).
 
 On CPython (or a build without viper) ``quiet_ring`` is None and the pure-Python loop runs; the
 golden vectors run through both (``golden.run_vector(..., block=True)`` hands micropython
@@ -41,8 +42,8 @@ try:
         s2 = int(Sp[3])
         h = int(Sp[4])
         c = int(Sp[5])
-        run_x = int(Sp[6])
-        run = int(Sp[7])
+        run_x = int(Sp[8])
+        run = int(Sp[9])
         while j < n:
             x = int(Xp[j])
             if x < lo or x >= xq:
@@ -90,8 +91,8 @@ try:
         Sp[3] = s2
         Sp[4] = h
         Sp[5] = c
-        Sp[6] = run_x
-        Sp[7] = run
+        Sp[8] = run_x
+        Sp[9] = run
         return j
 
     quiet_ring = _quiet_ring

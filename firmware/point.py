@@ -21,7 +21,20 @@ from ..protocol import codes
 from ..protocol.messages import Event
 from .fastpath import quiet_ring
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
-from .ring import Ring, max_abs_sample
+from .ring import (
+    CMAX_,
+    HMAX_,
+    I_,
+    N_,
+    RUN_,
+    RUNX_,
+    S2_,
+    S_,
+    STATE_WORDS,
+    Ring,
+    _ints,
+    max_abs_sample,
+)
 
 try:
     from micropython import const
@@ -71,8 +84,8 @@ class Point:
         self.stuck = bool(stuck and window)
         self.stuck_n = window
         self.tol = stuck_tolerance
-        self.run_x = 0
-        self.run = 0
+        # the run (value, length) lives in the ring's state words 8-9 (fastpath reads it there)
+        self.pst = self.ring.st if self.ring is not None else _ints(STATE_WORDS)
         self.timeout = comms_timeout_ms
         self.gap = max_gap_ms
         # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
@@ -95,12 +108,10 @@ class Point:
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast path (MicroPython, non-negative ranges): state/parameter words, see fastpath
         self.viper = False
-        self.vst = array("i")
         self.vprm = array("i")
         if quiet_ring is not None and self.ring is not None and lo >= 0:
             self.viper = True
             r = self.ring
-            self.vst = array("i", bytes(32))
             self.vprm = array(
                 "i",
                 [lo, 0, stuck_tolerance, window - 1, 1 if self.stuck else 0, 0,
@@ -137,17 +148,18 @@ class Point:
             # counter and the times move -- exactly what the full pass would do.
             ok = True
             if self.stuck:
-                d = x - self.run_x
+                pst = self.pst
+                d = x - pst[RUNX_]
                 if -self.tol <= d <= self.tol:
-                    if self.run + 1 >= self.stuck_n and not self.stuck_c.cause:
+                    if pst[RUN_] + 1 >= self.stuck_n and not self.stuck_c.cause:
                         ok = False
                     else:
-                        self.run += 1
+                        pst[RUN_] += 1
                 elif self.stuck_c.cause:
                     ok = False
                 else:
-                    self.run_x = x
-                    self.run = 1
+                    pst[RUNX_] = x
+                    pst[RUN_] = 1
             if ok:
                 self.last_rx = t
                 self.prev_t = t
@@ -191,14 +203,15 @@ class Point:
         if r is not None:
             r.push(x)
         if self.stuck:
-            d = x - self.run_x
+            pst = self.pst
+            d = x - pst[RUNX_]
             if -self.tol <= d <= self.tol:
-                self.run += 1
-                if self.run >= self.stuck_n and not self.stuck_c.cause:
+                pst[RUN_] += 1
+                if pst[RUN_] >= self.stuck_n and not self.stuck_c.cause:
                     self.stuck_c.apply(RAISE, t, x, out)
             else:
-                self.run_x = x
-                self.run = 1
+                pst[RUNX_] = x
+                pst[RUN_] = 1
                 if self.stuck_c.cause:
                     self.stuck_c.apply(CLEAR, t, x, out)
         for d in self.detectors:
@@ -234,21 +247,38 @@ class Point:
 
     def _quiet_run(self, ts, xs, j, n):
         """Take samples from ``j`` while they change no condition; return the first it left."""
-        if self.comms_c.cause or self.bad or not self.has_prev or self.nfv:
-            return j
-        xq = self._quiet_bound()
-        if xq is None:
-            return j
+        xq = self.xq  # refreshed after every full pass; lo when something is busy
         lo = self.lo
+        if xq <= lo:
+            return j
         stuck = self.stuck
         stuck_on = self.stuck_c.cause
-        tol = self.tol
-        run_x = self.run_x
-        run = self.run
-        last = self.stuck_n - 1
         r = self.ring
         j0 = j
-        if r is None:
+        if r is not None and self.viper and isinstance(xs, array):
+            prm = self.vprm
+            prm[1] = xq if xq < 0x7FFFFFFF else 0x7FFFFFFF
+            prm[5] = 1 if stuck_on else 0
+            j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st, prm)  # type: ignore[misc]
+        else:
+            pst = self.pst
+            tol = self.tol
+            run_x = pst[RUNX_]
+            run = pst[RUN_]
+            last = self.stuck_n - 1
+            if r is not None:
+                buf = r.buf
+                qv = r.qv
+                qi = r.qi
+                w = r.window
+                st = r.st
+                i = st[I_]
+                rn = st[N_]
+                s = st[S_]
+                s2 = st[S2_]
+                var = r.variance
+                h = st[HMAX_]
+                c = st[CMAX_]
             while j < n:
                 x = xs[j]
                 if x < lo or x >= xq:
@@ -265,55 +295,8 @@ class Point:
                         run_x = x
                         run = 1
                 j += 1
-        elif self.viper and isinstance(xs, array):
-            st = self.vst
-            prm = self.vprm
-            st[0] = r.i
-            st[1] = r.n
-            st[2] = r.s
-            st[3] = r.s2
-            st[4] = r.hmax
-            st[5] = r.cmax
-            st[6] = run_x
-            st[7] = run
-            prm[1] = xq if xq < 0x7FFFFFFF else 0x7FFFFFFF
-            prm[5] = 1 if stuck_on else 0
-            j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, st, prm)  # type: ignore[misc]
-            r.i = st[0]
-            r.n = st[1]
-            r.s = st[2]
-            r.s2 = st[3]
-            r.hmax = st[4]
-            r.cmax = st[5]
-            run_x = st[6]
-            run = st[7]
-        else:
-            buf = r.buf
-            qv = r.qv
-            qi = r.qi
-            w = r.window
-            i = r.i
-            rn = r.n
-            s = r.s
-            s2 = r.s2
-            var = r.variance
-            h = r.hmax
-            c = r.cmax
-            while j < n:
-                x = xs[j]
-                if x < lo or x >= xq:
-                    break
-                if stuck:
-                    d = x - run_x
-                    if -tol <= d <= tol:
-                        if run >= last and not stuck_on:
-                            break
-                        run += 1
-                    else:
-                        if stuck_on:
-                            break
-                        run_x = x
-                        run = 1
+                if r is None:
+                    continue
                 # Ring.push, inlined (ring.py holds the commented original)
                 if rn == w:
                     old = buf[i]
@@ -340,19 +323,19 @@ class Point:
                 qi[t] = i
                 c += 1
                 i = 0 if i == w - 1 else i + 1
-                j += 1
-            r.i = i
-            r.n = rn
-            r.s = s
-            r.s2 = s2
-            r.hmax = h
-            r.cmax = c
+            if r is not None:
+                st[I_] = i
+                st[N_] = rn
+                st[S_] = s
+                st[S2_] = s2
+                st[HMAX_] = h
+                st[CMAX_] = c
+            pst[RUNX_] = run_x
+            pst[RUN_] = run
         if j > j0:
             t = ts[j - 1]
             self.last_rx = t
             self.prev_t = t
-            self.run_x = run_x
-            self.run = run
             for d in self.detectors:
                 d.quiet_done()
         return j

@@ -55,6 +55,20 @@ SMALL_INT_MAX = const(0x3FFFFFFF)  # 2**30 - 1: the largest small int on a 32-bi
 MAX_WINDOW = const(4096)  # queue slots are 'H' (16-bit) positions; 4096 keeps limits useful
 MIN_WINDOW = const(2)
 
+# Scalar state words of a ring (``Ring.st``): one array, so the state costs 4 bytes a word on a
+# board and the viper fast path (fastpath.py) reads and writes it in place.
+I_ = const(0)  # next write position
+N_ = const(1)  # samples held, <= window
+S_ = const(2)  # running sum
+S2_ = const(3)  # running sum of squares (variance=True)
+HMAX_ = const(4)  # max queue: head slot
+CMAX_ = const(5)  # max queue: entries
+HMIN_ = const(6)  # min queue: head slot
+CMIN_ = const(7)
+RUNX_ = const(8)  # words 8-9 belong to the owner: Point's stuck-sensor run (value, length)
+RUN_ = const(9)
+STATE_WORDS = const(10)
+
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 
@@ -130,51 +144,63 @@ class Ring:
         self.qi = _positions(window)  # max queue: their ring positions (for expiry)
         self.mv = _ints(window if track_min else 0)  # min queue: values, increasing
         self.mi = _positions(window if track_min else 0)
+        self.st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
         self.clear()
 
     def clear(self):
         """Forget every sample (the storage is kept)."""
-        self.i = 0  # next write position
-        self.n = 0  # samples held, <= window
-        self.s = 0
-        self.s2 = 0
-        self.hmax = 0  # head position in the max queue
-        self.cmax = 0  # entries in the max queue
-        self.hmin = 0
-        self.cmin = 0
+        st = self.st
+        for k in range(STATE_WORDS):
+            st[k] = 0
+
+    # Read-only views of the state words (reporting and tests; the hot paths index ``st``).
+    @property
+    def i(self):
+        return self.st[I_]
+
+    @property
+    def n(self):
+        return self.st[N_]
+
+    @property
+    def s(self):
+        return self.st[S_]
+
+    @property
+    def s2(self):
+        return self.st[S2_]
 
     def push(self, x):
         """Add sample ``x`` (an int within ``limit``); the oldest leaves a full window."""
         buf = self.buf
-        i = self.i
+        st = self.st
+        i = st[I_]
         w = self.window
-        if self.n == w:
+        if st[N_] == w:
             old = buf[i]
-            self.s += x - old
+            st[S_] += x - old
             if self.variance:
-                self.s2 += x * x - old * old
+                st[S2_] += x * x - old * old
             # The sample at position i leaves the window: drop it from the queue heads.
-            h = self.hmax
+            h = st[HMAX_]
             if self.qi[h] == i:
-                h += 1
-                self.hmax = 0 if h == w else h
-                self.cmax -= 1
+                st[HMAX_] = 0 if h == w - 1 else h + 1
+                st[CMAX_] -= 1
             if self.track_min:
-                h = self.hmin
+                h = st[HMIN_]
                 if self.mi[h] == i:
-                    h += 1
-                    self.hmin = 0 if h == w else h
-                    self.cmin -= 1
+                    st[HMIN_] = 0 if h == w - 1 else h + 1
+                    st[CMIN_] -= 1
         else:
-            self.n += 1
-            self.s += x
+            st[N_] += 1
+            st[S_] += x
             if self.variance:
-                self.s2 += x * x
+                st[S2_] += x * x
         buf[i] = x
         # Rolling max: drop tail entries <= x, then append x.
         q = self.qv
-        c = self.cmax
-        t = self.hmax + c - 1
+        c = st[CMAX_]
+        t = st[HMAX_] + c - 1
         if t >= w:
             t -= w
         while c and q[t] <= x:
@@ -183,11 +209,11 @@ class Ring:
         t = 0 if t == w - 1 else t + 1
         q[t] = x
         self.qi[t] = i
-        self.cmax = c + 1
+        st[CMAX_] = c + 1
         if self.track_min:
             q = self.mv
-            c = self.cmin
-            t = self.hmin + c - 1
+            c = st[CMIN_]
+            t = st[HMIN_] + c - 1
             if t >= w:
                 t -= w
             while c and q[t] >= x:
@@ -196,22 +222,22 @@ class Ring:
             t = 0 if t == w - 1 else t + 1
             q[t] = x
             self.mi[t] = i
-            self.cmin = c + 1
-        i += 1
-        self.i = 0 if i == w else i
+            st[CMIN_] = c + 1
+        st[I_] = 0 if i == w - 1 else i + 1
 
     def max(self):
         """The largest sample in the window (0 when empty)."""
-        return self.qv[self.hmax] if self.n else 0
+        return self.qv[self.st[HMAX_]] if self.st[N_] else 0
 
     def min(self):
         """The smallest sample in the window (0 when empty)."""
-        if not self.n:
+        n = self.st[N_]
+        if not n:
             return 0
         if self.track_min:
-            return self.mv[self.hmin]
+            return self.mv[self.st[HMIN_]]
         m = self.buf[0]
-        for j in range(1, self.n):
+        for j in range(1, n):
             if self.buf[j] < m:
                 m = self.buf[j]
         return m
