@@ -168,3 +168,22 @@ def test_heartbeat_reports_feed_gateway_and_device_health(
     assert (dev.bus, dev.unit_addr) == (1, 3)
     assert dh is not None
     assert (dh.status, dh.reason) == ("offline", "gateway reports communication lost (no_response)")
+
+
+def test_retained_birth_gives_facts_but_not_liveness(sessions: sessionmaker[Session]) -> None:
+    """A retained birth may be days old: it tells the software and period, not that it is up."""
+    with sessions() as s, s.begin():
+        make_gateway(s, 9)
+    ing = Ingestor(sessions, policy=HealthPolicy(min_dwell_ms=0), clock=Clock(T))
+    birth = messages.Event(codes.BIRTH, 0, 0, info={0: "edge 1.2.3", 3: 15})
+    payload = wire.seal(batch(9, 1, events=[birth]))
+    ing.accept(topics.topic(9, "state"), payload, retained=True)
+    ing.flush()
+    h = _health(sessions, 9)
+    assert (h.status, h.sw, h.heartbeat_s, h.last_seen_ms) == ("unknown", "edge 1.2.3", 15, None)
+    ing.accept(topics.topic(9, "state"), payload)  # a live birth is a sign of life
+    ing.flush()
+    h = _health(sessions, 9)
+    assert (h.status, h.last_seen_ms) == ("online", T)
+    with sessions() as s:
+        assert s.scalars(select(models.Event)).all() == []  # births on state are not events
