@@ -103,9 +103,10 @@ def cpython_rows(n: int, reps: int) -> list[dict[str, Any]]:
     ts = V._times(n)
     for sig_name, make in (("chain", V.signal), ("quiet", V.quiet_signal)):
         xs = list(make(n))
-        for name in ("a0_naive", "a_list", "c_deque", "core", "core_block64"):
-            nn = n // 4 if name == "a0_naive" else n
-            rate = V.time_variant(name, xs[:nn], reps, ts[:nn])
+        names = ("a0_naive", "a_list", "c_deque", "core", "core_block64")
+        rates = V.time_all(names, xs, reps, ts, short=("a0_naive",))
+        for name in names:
+            rate = rates[name]
             rows.append(
                 {
                     "signal": sig_name,

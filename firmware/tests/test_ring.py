@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
+from emberlink.firmware import ring as ring_mod
 from emberlink.firmware.ring import SMALL_INT_MAX, Ring, isqrt, max_abs_sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,11 +20,21 @@ def windows_and_samples(draw: st.DrawFn) -> tuple[int, bool, list[int]]:
     return w, var, xs
 
 
+@pytest.mark.parametrize("board_storage", [False, True], ids=["lists", "arrays"])
 @settings(max_examples=300, deadline=None)
-@given(windows_and_samples())
-def test_running_statistics_equal_a_naive_recompute(case: tuple[int, bool, list[int]]) -> None:
+@given(case=windows_and_samples())
+def test_running_statistics_equal_a_naive_recompute(
+    case: tuple[int, bool, list[int]], board_storage: bool
+) -> None:
+    """Both storages: lists (CPython) and array('i')/array('H') (what MicroPython uses)."""
     w, var, xs = case
-    r = Ring(w, variance=var)
+    saved = ring_mod._MICROPYTHON
+    ring_mod._MICROPYTHON = board_storage
+    try:
+        r = Ring(w, variance=var)
+    finally:
+        ring_mod._MICROPYTHON = saved
+    assert isinstance(r.buf, array) == board_storage
     for k, x in enumerate(xs):
         r.push(x)
         win = xs[max(0, k + 1 - w) : k + 1]
