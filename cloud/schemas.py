@@ -6,9 +6,14 @@ returns) and ``XsPublic`` (a list page). Times are UTC milliseconds, as on the w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# A reference to a row of an INTEGER-keyed table (32-bit on PostgreSQL).
+RowRef = Annotated[int, Field(ge=1, le=2**31 - 1)]
+# A gateway number (u32 on the wire).
+GatewayNumber = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
 
 UnitKind = Literal["key_unit", "micro_station"]
 SiteKind = Literal["site", "building"]
@@ -38,7 +43,7 @@ class OrganisationPublic(_Out):
 
 # Unit (key unit or micro station) to create
 class UnitCreate(_In):
-    organisation_id: int
+    organisation_id: RowRef
     name: str = Field(min_length=1, max_length=200)
     kind: UnitKind
     category: str = Field(default="", max_length=100)
@@ -48,7 +53,7 @@ class UnitCreate(_In):
 # Unit as returned
 class UnitPublic(_Out):
     id: int
-    organisation_id: int
+    organisation_id: RowRef
     name: str
     kind: UnitKind
     category: str
@@ -63,7 +68,7 @@ class UnitsPublic(BaseModel):
 
 # Site or building to create
 class SiteCreate(_In):
-    unit_id: int
+    unit_id: RowRef
     name: str = Field(min_length=1, max_length=200)
     kind: SiteKind = "site"
     address: str = Field(default="", max_length=300)
@@ -72,7 +77,7 @@ class SiteCreate(_In):
 # Site as returned
 class SitePublic(_Out):
     id: int
-    unit_id: int
+    unit_id: RowRef
     name: str
     kind: SiteKind
     address: str
@@ -81,7 +86,7 @@ class SitePublic(_Out):
 # Gateway to register; id is the gateway number used in topics and batches
 class GatewayCreate(_In):
     id: int = Field(ge=0, le=0xFFFFFFFF)
-    site_id: int
+    site_id: RowRef
     name: str = Field(min_length=1, max_length=200)
     serial: str | None = Field(default=None, max_length=100)
     mac_key_hex: str | None = Field(
@@ -109,8 +114,8 @@ class GatewayHealthPublic(_Out):
 # Gateway as returned in lists
 class GatewayPublic(_Out):
     id: int
-    site_id: int
-    unit_id: int
+    site_id: RowRef
+    unit_id: RowRef
     name: str
     serial: str | None
     has_mac_key: bool
@@ -127,7 +132,7 @@ class GatewaysPublic(BaseModel):
 
 # Field device to register (devices also appear when a gateway reports them)
 class DeviceCreate(_In):
-    gateway_id: int
+    gateway_id: GatewayNumber
     bus: int = Field(ge=0, le=255)
     unit_addr: int = Field(ge=0, le=255)
     name: str = Field(default="", max_length=200)
@@ -157,7 +162,7 @@ class DevicePublic(_Out):
 
 # Point to register
 class PointCreate(_In):
-    device_id: int
+    device_id: RowRef
     point: int = Field(ge=0, le=0xFFFF)
     name: str = Field(default="", max_length=200)
     sys: int | None = Field(default=None, ge=0, le=255)
@@ -167,7 +172,7 @@ class PointCreate(_In):
 # Point as returned
 class PointPublic(_Out):
     id: int
-    device_id: int
+    device_id: RowRef
     point: int
     name: str
     sys: int | None
@@ -283,7 +288,9 @@ class CommentPublic(_Out):
 class UserCreate(_In):
     name: str = Field(min_length=1, max_length=200)
     role: Role
-    unit_ids: list[int] = Field(default_factory=list, description="contractor scope")
+    unit_ids: list[RowRef] = Field(
+        default_factory=list, max_length=1000, description="contractor scope"
+    )
 
 
 # User as returned

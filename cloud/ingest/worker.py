@@ -37,6 +37,7 @@ BACKLOG_FACTOR = 10  # stop reading from the broker while this many flushes' wor
 class WorkerStats:
     messages: int = 0
     quarantined: int = 0
+    dropped: int = 0  # not checked (registry unreachable) and not acked: the gateway resends
     stored: int = 0
     duplicates: int = 0
     acks: int = 0
@@ -77,6 +78,12 @@ class IngestWorker:
                 log.warning("broker connection lost: %s; reconnecting", e)
                 self.subscribed.clear()
                 await _sleep_or_stop(stop, RETRY_DELAY_S)
+            except Exception:
+                # The database is down, say: keep the process and try again. Nothing is lost:
+                # what was not committed was not acked, and the gateways send it again.
+                log.exception("ingest session failed; restarting it")
+                self.subscribed.clear()
+                await _sleep_or_stop(stop, RETRY_DELAY_S)
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with aiomqtt.Client(
@@ -115,7 +122,15 @@ class IngestWorker:
                 msg.payload if isinstance(msg.payload, bytes) else bytes(str(msg.payload), "utf-8")
             )
             self.stats.messages += 1
-            reason = self.ingestor.accept(msg.topic.value, payload, retained=bool(msg.retain))
+            try:
+                reason = self.ingestor.accept(msg.topic.value, payload, retained=bool(msg.retain))
+            except Exception:
+                # Only the registry lookup can fail here (the database is unreachable): drop the
+                # message unacknowledged; the gateway keeps it and sends it again.
+                log.exception("could not check %s against the registry; dropped unacked", msg.topic)
+                self.stats.dropped += 1
+                await asyncio.sleep(RETRY_DELAY_S / 10)
+                continue
             if reason is not None:
                 self.stats.quarantined += 1
             if self.ingestor.pending_events >= self.settings.flush_events:

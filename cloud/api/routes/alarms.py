@@ -21,7 +21,7 @@ from .events import scoped_gateways
 
 router = APIRouter(tags=["alarms"])
 
-AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+AlarmId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def alarm_public(a: models.Alarm) -> schemas.AlarmPublic:

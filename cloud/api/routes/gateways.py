@@ -20,7 +20,7 @@ from ..deps import (
 router = APIRouter(tags=["gateways"])
 
 GatewayId = Annotated[int, Path(ge=0, le=0xFFFFFFFF, description="the gateway number")]
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("/gateways", status_code=201, response_model=schemas.GatewayPublic)

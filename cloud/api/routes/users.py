@@ -12,7 +12,7 @@ from ..deps import AdminUser, CurrentUser, SessionDep
 
 router = APIRouter(tags=["users"])
 
-UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("/users/me", response_model=schemas.UserPublic)
