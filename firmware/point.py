@@ -433,6 +433,23 @@ class Point:
             )
         )
 
+    def thermal_state(self):
+        """The thermal image (theta, 1.0 = 2**16) to persist across restarts, or None."""
+        for d in self.detectors:
+            m = getattr(d, "model", None)
+            if m is not None:
+                return m.theta
+        return None
+
+    def restore_thermal(self, theta, off_ms):
+        """Thermal memory after a restart: the saved theta, cooled for the ``off_ms`` offline."""
+        for d in self.detectors:
+            m = getattr(d, "model", None)
+            if m is not None:
+                m.theta = theta
+                m.rem = 0
+                m.cool(off_ms)
+
     def summary(self):
         """[min, max, mean, n] of the window for a MEASUREMENT event (allocates)."""
         r = self.ring

@@ -215,3 +215,27 @@ def test_thermal_golden_value_and_memory_across_restart() -> None:
     assert again.theta == pytest.approx(saved * math.exp(-1), rel=0.01)
     with pytest.raises(ValueError, match=r"^theta: "):
         Thermal(1000, TAU, theta=-1)
+
+
+def test_point_thermal_memory_survives_a_restart() -> None:
+    from emberlink.firmware.config import build_detectors
+
+    cfg = {"input": "current", "stuck": False,
+           "thermal": {"k_ib": 1000, "tau_heat_ms": 60000}}  # fmt: skip
+    p = build_detectors(cfg)
+    out: list = []
+    for k in range(15):
+        p.feed(k * 1000, 2000, out)  # 14 s at 2x: theta ~ 0.81, no trip yet
+    saved = p.thermal_state()
+    assert saved is not None and 0.7 * THETA_ONE < saved < THETA_ONE and out == []
+    again = build_detectors(cfg)
+    again.restore_thermal(saved, 1000)  # off for 1 s
+    assert again.thermal_state() == pytest.approx(saved * math.exp(-1 / 60), rel=0.01)
+    # the restarted image trips much sooner than a cold one would (17.3 s at 2x)
+    for k in range(20):
+        again.feed(10**6 + k * 1000, 2000, out)
+        if out:
+            break
+    assert out and out[0][0] - 10**6 <= 6000
+    assert build_detectors({"input": "current", "overcurrent": {
+        "instantaneous": {"pickup": 100}}}).thermal_state() is None  # fmt: skip
