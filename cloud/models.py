@@ -142,6 +142,11 @@ class DeviceHealth(Base):
     reason: Mapped[str] = mapped_column(String(300), default="no report yet")
     since_ms: Mapped[int] = mapped_column(BigInteger)
     last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # A recovery reported before the offline status has lasted the dwell time waits here; the
+    # sweep takes it at next_check_ms if no new loss arrived in between.
+    pending_status: Mapped[str | None] = mapped_column(String(10))
+    pending_reason: Mapped[str | None] = mapped_column(String(300))
+    next_check_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
 
 
 class Point(Base):

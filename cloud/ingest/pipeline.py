@@ -348,21 +348,17 @@ class Ingestor:
             g.observe(acc.leaf == topics.STATE, acc.batch, acc.received_ms, acc.retained)
             if acc.leaf == topics.STATE:
                 continue
-            late_batch = bool(b.flags & codes.BF_REPLAYED)
+            replayed = bool(b.flags & codes.BF_REPLAYED)
+            # An unsynchronised clock says nothing about age: only the replayed flag counts.
+            by_age = not b.flags & codes.BF_CLOCK_UNSYNCED
             offered += len(b.events)
             for seq, ev in b.seqs():
+                key = (b.gw, b.boot, seq)
+                if key in rows:
+                    continue
                 t = b.t0 + ev.dt
-                rows.setdefault(
-                    (b.gw, b.boot, seq),
-                    _row(
-                        b,
-                        seq,
-                        ev,
-                        t,
-                        acc.received_ms,
-                        late_batch or acc.received_ms - t > self.late_after_ms,
-                    ),
-                )
+                late = replayed or (by_age and acc.received_ms - t > self.late_after_ms)
+                rows[key] = _row(b, seq, ev, t, acc.received_ms, late)
         new_keys = store.insert_events(session=session, rows=[rows[k] for k in sorted(rows)])
         out.stored = len(new_keys)
         out.duplicates = offered - len(new_keys)

@@ -348,7 +348,10 @@ def update_gateway_health(
 
 
 def run_sweep(*, session: Session, now_ms: int, policy: HealthPolicy) -> int:
-    """Re-derive every gateway whose status can change by time alone; returns the changes."""
+    """Re-derive every gateway (and device) whose status can change by time alone.
+
+    Returns the number of status changes.
+    """
     GH, G = models.GatewayHealth, models.Gateway
     q = (
         select(GH, G.heartbeat_s, G.offline_after_misses)
@@ -368,7 +371,7 @@ def run_sweep(*, session: Session, now_ms: int, policy: HealthPolicy) -> int:
             heartbeat_override=hb,
             misses_override=misses,
         )
-    return changed
+    return changed + sweep_devices(session=session, now_ms=now_ms)
 
 
 def apply_device_reports(
@@ -426,9 +429,59 @@ def apply_device_reports(
                 target, reason = ONLINE, "gateway reports communication restored"
             elif h.status == UNKNOWN:
                 target, reason = ONLINE, "events received"
-            if target is not None and target != h.status:
-                _transition(session, k[0], h.device_id, h.status, target, reason, now_ms)
-                h.status, h.reason, h.since_ms = target, reason, now_ms
+            if target is not None:
+                _device_target(session, k[0], h, target, reason, now_ms, policy.min_dwell_ms)
+
+
+def _device_target(
+    session: Session,
+    gateway_id: int,
+    h: models.DeviceHealth,
+    target: str,
+    reason: str,
+    now_ms: int,
+    min_dwell_ms: int,
+) -> None:
+    """Move a device towards ``target``: a loss at once, a recovery after the dwell time."""
+    if target == h.status:
+        h.pending_status = h.pending_reason = h.next_check_ms = None
+        return
+    if target == OFFLINE or h.status == UNKNOWN or now_ms - h.since_ms >= min_dwell_ms:
+        _transition(session, gateway_id, h.device_id, h.status, target, reason, now_ms)
+        h.status, h.reason, h.since_ms = target, reason, now_ms
+        h.pending_status = h.pending_reason = h.next_check_ms = None
+        return
+    h.pending_status, h.pending_reason = target, reason
+    h.next_check_ms = h.since_ms + min_dwell_ms
+
+
+def sweep_devices(*, session: Session, now_ms: int) -> int:
+    """Take the pending recoveries whose dwell time has passed; returns how many."""
+    D, DH = models.Device, models.DeviceHealth
+    q = (
+        select(DH, D.gateway_id)
+        .join(D, D.id == DH.device_id)
+        .where(DH.next_check_ms <= now_ms)
+        .order_by(DH.device_id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(of=DH, skip_locked=True)
+    n = 0
+    for h, gateway_id in session.execute(q).all():
+        if h.pending_status is not None:
+            _transition(
+                session,
+                gateway_id,
+                h.device_id,
+                h.status,
+                h.pending_status,
+                h.pending_reason or "",
+                now_ms,
+            )
+            h.status, h.reason, h.since_ms = h.pending_status, h.pending_reason or "", now_ms
+            n += 1
+        h.pending_status = h.pending_reason = h.next_check_ms = None
+    return n
 
 
 def apply_alarm_events(*, session: Session, rows: list[dict[str, Any]]) -> None:

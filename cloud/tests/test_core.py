@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from emberlink.cloud import cli, models
 from emberlink.cloud.core.config import Settings, load_settings
-from emberlink.cloud.core.db import make_engine, upgrade
+from emberlink.cloud.core.db import alembic_config, make_engine, upgrade
 from emberlink.cloud.core.security import hash_token
 from emberlink.cloud.main import create_app
 from fastapi.testclient import TestClient
@@ -95,11 +96,20 @@ def test_cli_refuses_bad_settings(
     assert "placeholder" in capsys.readouterr().err
 
 
-def test_upgrade_is_idempotent(tmp_path: Path) -> None:
+def _revision(url: str) -> str | None:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rev = MigrationContext.configure(conn).get_current_revision()
+    engine.dispose()
+    return rev
+
+
+def test_upgrade_is_idempotent_and_downgrade_round_trips(tmp_path: Path) -> None:
     url = "sqlite:///" + str(tmp_path / "twice.db")
     upgrade(url)
     upgrade(url)
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
-    engine.dispose()
+    assert _revision(url) == "0002"
+    command.downgrade(alembic_config(url), "0001")  # SQLite batch mode drops the columns
+    assert _revision(url) == "0001"
+    upgrade(url)
+    assert _revision(url) == "0002"

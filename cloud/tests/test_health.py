@@ -187,3 +187,52 @@ def test_retained_birth_gives_facts_but_not_liveness(sessions: sessionmaker[Sess
     assert (h.status, h.last_seen_ms) == ("online", T)
     with sessions() as s:
         assert s.scalars(select(models.Event)).all() == []  # births on state are not events
+
+
+def test_a_flapping_device_recovers_only_after_the_dwell_time(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as s, s.begin():
+        make_gateway(s, 11)
+    policy = HealthPolicy(min_dwell_ms=30_000)
+    clock = Clock(T)
+    ing = Ingestor(sessions, policy=policy, clock=clock)
+    src = (2 << 24) | (5 << 16)
+    seq = iter(range(1, 100))
+
+    def comms(state: int, at: int) -> None:
+        clock.t = at
+        ev = messages.Event(codes.COMMS, 0, src, state=state, code=55)
+        ing.accept(topics.topic(11, "ev"), wire.seal(batch(11, next(seq), events=[ev])))
+        ing.flush()
+
+    def device() -> models.DeviceHealth:
+        with sessions() as s:
+            return s.scalars(select(models.DeviceHealth)).one()
+
+    comms(codes.ACTIVE, T)  # lost: offline at once
+    comms(codes.NORMAL, T + 5_000)  # restored too soon: held
+    d = device()
+    assert (d.status, d.pending_status, d.next_check_ms) == ("offline", "online", T + 30_000)
+    comms(codes.ACTIVE, T + 10_000)  # lost again: the pending recovery is dropped
+    assert (device().status, device().pending_status) == ("offline", None)
+    comms(codes.NORMAL, T + 20_000)
+    assert _sweep(sessions, T + 29_999, policy) == 0
+    assert device().status == "offline"
+    assert _sweep(sessions, T + 30_000, policy) == 1
+    d = device()
+    assert (d.status, d.reason, d.since_ms) == (
+        "online",
+        "gateway reports communication restored",
+        T + 30_000,
+    )
+    with sessions() as s:
+        hist = [
+            (t.from_status, t.to_status)
+            for t in s.scalars(
+                select(models.HealthTransition)
+                .where(models.HealthTransition.device_id.is_not(None))
+                .order_by(models.HealthTransition.id)
+            )
+        ]
+    assert hist == [("unknown", "offline"), ("offline", "online")]

@@ -262,3 +262,21 @@ def test_a_batch_the_database_refuses_is_quarantined_alone(
     (q,) = _quarantine(sessions)
     assert (q.reason, q.topic, q.gateway_id) == ("refused by the database", "el/v1/8/ev", 8)
     assert q.payload == wire.seal(batch(8, 3, 2))
+
+
+def test_lateness_from_the_flag_or_the_age_of_a_synced_clock(
+    sessions: sessionmaker[Session], gw7: int
+) -> None:
+    ing = Ingestor(sessions, late_after_ms=60_000)
+    now = 1_800_000_000_000
+    ing.clock = lambda: now  # type: ignore[method-assign]
+    ing.accept(EV, wire.seal(batch(7, 1, 1, t0=now - 1_000)))  # fresh
+    ing.accept(EV, wire.seal(batch(7, 2, 1, t0=now - 1_000, flags=codes.BF_REPLAYED)))
+    ing.accept(EV, wire.seal(batch(7, 3, 1, t0=now - 600_000)))  # ten minutes old
+    ing.accept(EV, wire.seal(batch(7, 4, 1, t0=now - 600_000, flags=codes.BF_CLOCK_UNSYNCED)))
+    ing.flush()
+    with sessions() as s:
+        got = list(
+            s.execute(select(models.Event.seq, models.Event.late).order_by(models.Event.seq))
+        )
+    assert [tuple(r) for r in got] == [(1, False), (2, True), (3, True), (4, False)]
