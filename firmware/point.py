@@ -164,8 +164,40 @@ class Point:
                 self.last_rx = t
                 self.prev_t = t
                 r = self.ring
-                if r is not None:
+                if r is None:
+                    return
+                # Ring.push for the case that dominates (window full, no min queue), inlined
+                st = r.st
+                w = r.window
+                if st[N_] != w or r.track_min:
                     r.push(x)
+                    return
+                buf = r.buf
+                i = st[I_]
+                old = buf[i]
+                st[S_] += x - old
+                if r.variance:
+                    st[S2_] += x * x - old * old
+                qv = r.qv
+                qi = r.qi
+                h = st[HMAX_]
+                c = st[CMAX_]
+                if qi[h] == i:
+                    h = 0 if h == w - 1 else h + 1
+                    st[HMAX_] = h
+                    c -= 1
+                buf[i] = x
+                k = h + c - 1
+                if k >= w:
+                    k -= w
+                while c and qv[k] <= x:
+                    c -= 1
+                    k = w - 1 if k == 0 else k - 1
+                k = 0 if k == w - 1 else k + 1
+                qv[k] = x
+                qi[k] = i
+                st[CMAX_] = c + 1
+                st[I_] = 0 if i == w - 1 else i + 1
                 return
         self._feed(t, x, out)
         self._refresh_quiet()
