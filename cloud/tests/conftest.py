@@ -13,12 +13,17 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from emberlink.cloud import models
+from emberlink.cloud import crud, models, schemas
+from emberlink.cloud.core.config import Settings
 from emberlink.cloud.core.db import make_engine, make_sessionmaker, upgrade
+from emberlink.cloud.main import create_app
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,13 +121,6 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
 
 # ---- API ----------------------------------------------------------------------------------------
 
-from dataclasses import dataclass  # noqa: E402
-
-from emberlink.cloud import crud, schemas  # noqa: E402
-from emberlink.cloud.core.config import Settings  # noqa: E402
-from emberlink.cloud.main import create_app  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
 
 ROLES = ("admin", "operator", "installer", "contractor", "auditor")
 
