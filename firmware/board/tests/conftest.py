@@ -156,3 +156,21 @@ class Lines:
         if self.proc.poll() is not None and self.proc.stderr:
             err = self.proc.stderr.read()
         raise AssertionError(f"no line {prefix!r}: {self.lines[-20:]} {err.decode()[-2000:]}")
+
+
+def site_toml(tmp: Path, broker_port: int, devices: list[tuple[int, str]], *, gw: int = 7,
+              baud: int = 19200, extra_bus: str = "") -> Path:  # fmt: skip
+    """A site in the Pi gateway's configuration format: one RTU bus over a pty in ``tmp``."""
+    lines = [
+        "[gateway]", f"id = {gw}", f'data_dir = "{tmp}/var"', "heartbeat_s = 30", "series_s = 5",
+        "[mqtt]", 'host = "127.0.0.1"', f"port = {broker_port}", "keepalive_s = 10",
+        "[outbox]",
+        "[[bus]]", "id = 1", 'type = "rtu"', f'device = "{tmp}/bus1"', f"baud = {baud}",
+        "turnaround_ms = 50", extra_bus,
+    ]  # fmt: skip
+    for unit, prof in devices:
+        lines += ["[[device]]", "bus = 1", f"unit = {unit}", f'profile = "{prof}"',
+                  f'name = "{prof}-{unit}"']  # fmt: skip
+    p = tmp / "site.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
