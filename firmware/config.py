@@ -723,7 +723,11 @@ class ProfilePoint:
 
     def feed(self, val, t_ms):
         if not isinstance(val, int):
-            val = round(val)
+            try:
+                val = round(val)
+            except (ValueError, OverflowError, TypeError):  # NaN, inf, not a number
+                self.point.invalid(t_ms, self._out)
+                return self._drain()
         self.point.feed(t_ms, val, self._out)
         return self._drain()
 

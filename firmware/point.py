@@ -404,6 +404,21 @@ class Point:
                 f.apply(CLEAR, t, None, out)
         self._range_clear(t, x, None, out)
 
+    def invalid(self, t, out):
+        """A reading that is not a number at all (NaN, inf from a float register): a fault."""
+        self.last_rx = t
+        if self.comms_c.cause:
+            self.comms_c.apply(CLEAR, t, None, out)
+        for f in self.fault_list:
+            if f.cause:
+                f.apply(CLEAR, t, None, out)
+        c = self.high_c
+        self._range_clear(t, None, c, out)
+        if not c.cause:
+            c.apply(RAISE, t, None, out)
+        self.bad = True
+        self.xq = self.lo
+
     def tick(self, t, out):
         """Call when a poll brought nothing new: raises no_response after the timeout."""
         if (

@@ -208,3 +208,16 @@ def test_profile_point_feeds_like_the_edge_expects() -> None:
             {"name": "x", "detector": "residual_current"},
             {"residual_current": {"alarm_mA": 5000}},
         )
+
+
+def test_a_reading_that_is_not_a_number_is_a_fault_not_a_crash() -> None:
+    p = {"name": "ia", "detector": "overcurrent", "unit": "A", "exp": -2, "type": "f32",
+         "detectors": {"overcurrent": {"pickup_cA": 6300, "curve": "iec_standard_inverse",
+                                       "tms_milli": 100}}}  # fmt: skip
+    pp = build_point(5, p, p["detectors"])
+    assert pp.feed(4000.0, 0) == []
+    ((ev, t),) = pp.feed(float("nan"), 1000)
+    assert (ev.kind, ev.code, ev.state, t) == (codes.FAULT, 50, codes.ACTIVE, 1000)
+    assert pp.feed(float("inf"), 2000) == []
+    ((ev, t),) = pp.feed(4100.4, 3000)
+    assert (ev.kind, ev.code, ev.state) == (codes.FAULT, 50, codes.NORMAL)
