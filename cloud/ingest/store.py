@@ -40,6 +40,7 @@ ALARM_KINDS = (
     codes.COMMS,
 )
 HWM_SCAN_LIMIT = 100_000  # seqs read per stream per flush while advancing the high-water mark
+STREAMS_PER_QUERY = 200  # OR terms per query: SQLite refuses expressions deeper than 1000
 H_OUTBOX = 4  # codes.HEALTH_NAMES keys
 H_DEVICES_DOWN = 7
 H_HEARTBEAT = 10
@@ -177,7 +178,7 @@ def advance_streams(
     """Move each stream's contiguous high-water mark as far as stored seqs allow.
 
     DROPPED events cover the seq range the gateway evicted, so those seqs never hold it back.
-    Returns (gateway, boot) -> hwm. Three statements whatever the number of streams.
+    Returns (gateway, boot) -> hwm. Three statements per STREAMS_PER_QUERY streams.
     """
     if not streams:
         return {}
@@ -196,24 +197,25 @@ def advance_streams(
             .with_for_update()
         )
     }
-    window = or_(
-        *(
-            and_(
-                E.gateway_id == g,
-                E.boot == b,
-                E.seq > rows[g, b].hwm,
-                E.seq <= rows[g, b].hwm + HWM_SCAN_LIMIT,
-            )
-            for g, b in keys
-        )
-    )
     spans: dict[tuple[int, int], list[tuple[int, int]]] = {k: [] for k in keys}
     q = select(E.gateway_id, E.boot, E.seq, case((E.kind == codes.DROPPED, E.data), else_=None))
-    for g, b, seq, data in session.execute(q.where(window)):
-        spans[g, b].append((seq, seq))
-        r = data.get("range") if isinstance(data, dict) else None
-        if isinstance(r, list) and len(r) == 2:
-            spans[g, b].append((int(r[0]), int(r[1])))
+    for i in range(0, len(keys), STREAMS_PER_QUERY):
+        window = or_(
+            *(
+                and_(
+                    E.gateway_id == g,
+                    E.boot == b,
+                    E.seq > rows[g, b].hwm,
+                    E.seq <= rows[g, b].hwm + HWM_SCAN_LIMIT,
+                )
+                for g, b in keys[i : i + STREAMS_PER_QUERY]
+            )
+        )
+        for g, b, seq, data in session.execute(q.where(window)):
+            spans[g, b].append((seq, seq))
+            r = data.get("range") if isinstance(data, dict) else None
+            if isinstance(r, list) and len(r) == 2:
+                spans[g, b].append((int(r[0]), int(r[1])))
     out = {}
     for k in keys:
         st = rows[k]

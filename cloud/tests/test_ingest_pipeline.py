@@ -10,10 +10,10 @@ from emberlink.cloud.ingest.pipeline import Ingestor
 from emberlink.protocol import codes, messages, topics, wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from .utils import KEY, batch, make_gateway
+from .utils import KEY, batch, make_gateway, make_site
 
 EV = topics.topic(7, "ev")
 
@@ -280,3 +280,22 @@ def test_lateness_from_the_flag_or_the_age_of_a_synced_clock(
             s.execute(select(models.Event.seq, models.Event.late).order_by(models.Event.seq))
         )
     assert [tuple(r) for r in got] == [(1, False), (2, True), (3, True), (4, False)]
+
+
+def test_one_flush_for_many_gateways(sessions: sessionmaker[Session]) -> None:
+    """A flush touching 1,500 streams (SQLite limits expression depth to 1000)."""
+    with sessions() as s, s.begin():
+        site = make_site(s)
+        s.execute(
+            insert(models.Gateway),
+            [
+                {"id": g, "site_id": site.id, "name": f"g{g}", "created_ms": 0}
+                for g in range(1000, 2500)
+            ],
+        )
+    ing = Ingestor(sessions)
+    for g in range(1000, 2500):
+        ing.accept(topics.topic(g, "ev"), wire.seal(batch(g, 1, 2)))
+    res = ing.flush()
+    assert res.stored == 3000
+    assert len(res.acks) == 1500 and {a.hwm for a in res.acks} == {2}
