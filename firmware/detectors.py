@@ -219,7 +219,12 @@ class RateOfRise:
         span = elapsed(tm, self.at[self.head])
         rise = x - self.ax[self.head]
         # rise [units] * 60000 / span [ms] >= rate [units/min], without dividing
-        fast = span * 2 >= self.window and x >= self.t_min and rise * 60000 >= self.rate * span
+        fast = (
+            span * 2 >= self.window
+            and span <= self.window  # (keeps rate * span inside 30 bits)
+            and x >= self.t_min
+            and rise * 60000 >= self.rate * span
+        )
         c = self.alarm
         if fast:
             if not c.cause:
