@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from emberlink.cloud import models
 from emberlink.cloud.ingest.pipeline import Ingestor
-from emberlink.protocol import codes, topics, wire
+from emberlink.protocol import codes, messages, topics, wire
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -174,8 +174,7 @@ def test_gateways_list_filters_by_status(
 def test_fleet_overview(client: TestClient, world: World, sessions: sessionmaker[Session]) -> None:
     populate(sessions, 10)
     ing = Ingestor(sessions)
-    lost = fire(codes.ACTIVE)
-    lost = type(lost)(codes.COMMS, 0, FIRE_SRC, state=codes.ACTIVE, code=55)
+    lost = messages.Event(codes.COMMS, 0, FIRE_SRC, state=codes.ACTIVE, code=55)
     b = batch(20, 1, events=[heartbeat(outbox_depth=4321, devices_down=1), lost])
     ing.accept(topics.topic(20, "ev"), wire.seal(b))
     ing.flush()
