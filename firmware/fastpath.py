@@ -1,14 +1,15 @@
 """Optional ``@micropython.viper`` fast path for ``Point.feed_block``'s quiet run (MicroPython).
 
 ``quiet_ring(xs, j, n, buf, qv, qi, st, prm)`` is ``Point._quiet_run``'s ring loop compiled to
-machine code: it takes samples ``xs[j:n]`` (an ``array('i')``) while they change no condition,
-updating the ring (``buf``, ``qv`` as ``array('i')``, ``qi`` as ``array('H')``) and the stuck-run
-state, and returns the index of the first sample it did not take. The ring's scalar state
-words ``st`` (ring.py: i, n, s, s2, max head, max count, -, -, run value, run length) are read
-and written in place; ``prm`` holds lo, the quiet bound, tolerance, run limit, stuck on/off,
-stuck active, variance, window. Viper integers are machine words and ``ptr32`` loads are
-unsigned on the 64-bit unix port, so the caller uses this only for non-negative ranges (every
-value then fits 31 bits).
+machine code. It takes samples ``xs[j:n]`` (an ``array('i')``) while they change no condition,
+updates the ring in its compact layout (``buf``, ``qv``: ``array('h')``; ``qi``:
+``array('B')``) and the stuck-run state, and returns the index of the first sample it did not
+take. The ring's state words ``st`` (ring.py: i, n, s, s2, max head, max count, -, -, run
+value, run length) are read and written in place; ``prm`` holds lo, the quiet bound,
+tolerance, run limit, stuck on/off, stuck active, variance, window.
+
+Viper integers are machine words and ``ptr`` loads are unsigned, so the caller uses this only
+for compact rings (window <= 256, |sample| <= 32767) with non-negative ranges.
 
 On CPython (or a build without viper) ``quiet_ring`` is None and the pure-Python loop runs; the
 golden vectors run through both (``golden.run_vector(..., block=True)`` hands micropython
@@ -23,9 +24,9 @@ try:
     @micropython.viper
     def _quiet_ring(xs, j: int, n: int, buf, qv, qi, st, prm) -> int:
         Xp = ptr32(xs)  # type: ignore[name-defined]  # noqa: F821
-        Bp = ptr32(buf)  # type: ignore[name-defined]  # noqa: F821
-        Qp = ptr32(qv)  # type: ignore[name-defined]  # noqa: F821
-        Ip = ptr16(qi)  # type: ignore[name-defined]  # noqa: F821
+        Bp = ptr16(buf)  # type: ignore[name-defined]  # noqa: F821
+        Qp = ptr16(qv)  # type: ignore[name-defined]  # noqa: F821
+        Ip = ptr8(qi)  # type: ignore[name-defined]  # noqa: F821
         Sp = ptr32(st)  # type: ignore[name-defined]  # noqa: F821
         Pp = ptr32(prm)  # type: ignore[name-defined]  # noqa: F821
         lo = int(Pp[0])

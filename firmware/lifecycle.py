@@ -63,14 +63,40 @@ class Condition:
 
     def __init__(self, point, kind, code, latching=False, unit=None, exp=None):
         self.point = point
-        self.kind = kind
-        self.code = code
-        self.latching = latching
-        self.unit = unit
-        self.exp = exp
+        # kind, code, latching, unit and exp never change: packed into one small int, so a
+        # condition costs four attribute slots and no tuple (a board keeps several per point)
+        if not (0 < kind < 32 and 0 <= code < 128):
+            raise ValueError("condition: kind " + str(kind) + " / code " + str(code))
+        self.spec = (
+            kind
+            | code << 5
+            | (4096 if latching else 0)
+            | (unit or 0) << 13
+            | (0 if exp is None else exp + 32) << 18
+        )
         self.state = _N
         self.cause = False
-        self.verified = False
+
+    @property
+    def kind(self):
+        return self.spec & 31
+
+    @property
+    def code(self):
+        return (self.spec >> 5) & 127
+
+    @property
+    def latching(self):
+        return bool(self.spec & 4096)
+
+    @property
+    def unit(self):
+        return ((self.spec >> 13) & 31) or None
+
+    @property
+    def exp(self):
+        e = (self.spec >> 18) & 63
+        return e - 32 if e else None
 
     def active(self):
         return self.state != _N
@@ -84,26 +110,31 @@ class Condition:
         nxt = _TABLE.get(self.state * 4 + inp)
         if nxt is None:
             return False
-        new = nxt[1] if self.latching else nxt[0]
+        kind = self.kind
+        code = self.code
+        latching = self.latching
+        unit = self.unit
+        exp = self.exp
+        new = nxt[1] if latching else nxt[0]
         if new == self.state:
             return False
         self.state = new
         flags = 0
         if self.point.test:
             flags |= codes.EF_TEST
-        if self.latching:
+        if latching:
             flags |= codes.EF_LATCHED
         if verify is not None:
             flags |= codes.EF_VERIFIED
         ev = Event(
-            self.kind,
+            kind,
             0,
             self.point.src,
-            code=self.code,
+            code=code,
             state=new,
             val=val,
-            exp=self.exp if val is not None else None,
-            unit=self.unit if val is not None else None,
+            exp=exp if val is not None else None,
+            unit=unit if val is not None else None,
             verify=verify,
             eflags=flags or None,
             part=self.point.part,

@@ -109,7 +109,7 @@ class Point:
         # viper fast path (MicroPython, non-negative ranges): state/parameter words, see fastpath
         self.viper = False
         self.vprm = array("i")
-        if quiet_ring is not None and self.ring is not None and lo >= 0:
+        if quiet_ring is not None and self.ring is not None and self.ring.compact and lo >= 0:
             self.viper = True
             r = self.ring
             self.vprm = array(

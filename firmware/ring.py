@@ -73,13 +73,26 @@ STATE_WORDS = const(10)
 _MICROPYTHON = sys.implementation.name == "micropython"
 
 
-def _ints(n):
-    # array on MicroPython (4 bytes each); a list on CPython (faster: no int boxing on read)
-    return array("i", bytes(4 * n)) if _MICROPYTHON else [0] * n
+def _ints(n, limit=SMALL_INT_MAX):
+    # array on MicroPython: 'h' (2 bytes) when every value fits 16 bits, else 'i' (4 bytes);
+    # a list on CPython (faster: reading an array item allocates an int object)
+    if not _MICROPYTHON:
+        return [0] * n
+    if limit <= 32767:
+        return array("h", bytes(2 * n))
+    return array("i", bytes(4 * n))
 
 
 def _positions(n):
-    return array("H", bytes(2 * n)) if _MICROPYTHON else [0] * n
+    # ring positions: 'B' (1 byte) up to window 256, else 'H'
+    if not _MICROPYTHON:
+        return [0] * n
+    if n <= 256:
+        return array("B", bytes(n))
+    return array("H", bytes(2 * n))
+
+
+_NONE = _ints(0)  # shared stand-in for the min queue when it is not kept
 
 
 def isqrt(n):
@@ -110,8 +123,9 @@ class Ring:
     ``ValueError`` names the field); ``push`` does not re-check it. ``track_min=False`` skips
     the min queue (``min()`` then scans the window: reporting only).
 
-    Storage: ``array`` on MicroPython (4 bytes a sample, 2 a queue position), plain lists on
-    CPython, where reading an array item allocates an int object and lists are faster.
+    Storage: ``array`` on MicroPython (2 bytes a sample when ``limit`` <= 32767, else 4; 1 byte
+    a queue position up to window 256, else 2), plain lists on CPython, where reading an array
+    item allocates an int object and lists are faster.
     """
 
     def __init__(self, window, limit=None, variance=False, track_min=True):
@@ -139,11 +153,13 @@ class Ring:
         self.limit = limit
         self.variance = variance
         self.track_min = track_min
-        self.buf = _ints(window)
-        self.qv = _ints(window)  # max queue: values, decreasing from head to tail
+        self.buf = _ints(window, limit)
+        self.qv = _ints(window, limit)  # max queue: values, decreasing from head to tail
         self.qi = _positions(window)  # max queue: their ring positions (for expiry)
-        self.mv = _ints(window if track_min else 0)  # min queue: values, increasing
-        self.mi = _positions(window if track_min else 0)
+        self.mv = _ints(window, limit) if track_min else _NONE  # min queue: values, increasing
+        self.mi = _positions(window) if track_min else _NONE
+        # the viper fast path (fastpath.py) reads the compact layout: 'h' values, 'B' positions
+        self.compact = _MICROPYTHON and limit <= 32767 and window <= 256
         self.st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
         self.clear()
 
