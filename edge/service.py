@@ -51,6 +51,7 @@ def sd_notify(state: str) -> None:
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.setblocking(False)  # a full notify queue must never stall the event loop
         s.sendto(state.encode(), addr)
 
 
@@ -84,6 +85,9 @@ class Gateway:
             inflight=cfg.outbox.inflight_batches,
             client_id=client_id,
         )
+        log_path = os.environ.get("EMBERLINK_PUBACK_LOG")  # benchmark hook (edge/bench.py)
+        if log_path:
+            self.uplink.puback_log = open(log_path, "a")  # noqa: SIM115 - open for the run
         self._stop = asyncio.Event()
         self._progress = 0
         self.budget_warnings = [w for w in (lk.check_budget() for lk in self.links) if w]

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import aiomqtt
 from emberlink.protocol import codes, messages, topics, wire
@@ -82,7 +82,9 @@ class Uplink:
         self.published = 0
         self.acked_hwm: dict[int, int] = {}
         self.last_puback_ms = 0
-        self.puback_log: list[tuple[int, int, float]] | None = None  # (boot, seq, monotonic)
+        # benchmark hook: "boot seq monotonic_s" per record at PUBACK (CLOCK_MONOTONIC is
+        # system-wide on Linux, so another process can match it to a register change)
+        self.puback_log: TextIO | None = None
         self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._awaiting_cloud: dict[tuple[int, int], tuple[Pending, float]] = {}
@@ -257,7 +259,9 @@ class Uplink:
         self.last_puback_ms = self.now_ms()
         if self.puback_log is not None:
             mono = time.monotonic()
-            self.puback_log.extend((p.boot, s, mono) for s in range(p.seqs[0], p.seqs[1] + 1))
+            for s in range(p.seqs[0], p.seqs[1] + 1):
+                self.puback_log.write(f"{p.boot} {s} {mono:.6f}\n")
+            self.puback_log.flush()
         if self.cfg.cloud_ack:
             self._awaiting_cloud[(p.boot, p.seqs[1])] = (p, time.monotonic())
         else:

@@ -4,8 +4,10 @@ and a real Mosquitto; SIGTERM flushes and publishes the death; bad configs exit 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
-import subprocess
+import socket
 import sys
 from pathlib import Path
 
@@ -34,10 +36,26 @@ async def test_gateway_process_end_to_end(tmp_path: Path, broker: Broker) -> Non
         series_s=2,
     )  # fmt: skip
     cfg = config.load(cfg_path)
+    # systemd's notify socket, as systemd would pass it (Type=notify, WatchdogSec=1)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000")
+    states: list[str] = []
+
+    async def read_notify() -> None:
+        while True:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    states.append(notify.recv(256).decode())
+            await asyncio.sleep(0.05)
+
+    reader = asyncio.create_task(read_notify())
+    log_file = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - a pipe nobody reads would block
     async with Site(cfg) as site, collector(broker.port) as c:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "emberlink.tools.cli", "gateway", "run", "--config",
-            str(cfg_path), stderr=subprocess.PIPE,
+            str(cfg_path), stderr=log_file, env=env,
         )  # fmt: skip
         try:
             await wait_for(lambda: kinds(c, codes.BIRTH), 20)
@@ -48,7 +66,7 @@ async def test_gateway_process_end_to_end(tmp_path: Path, broker: Broker) -> Non
             assert ev.state == codes.ACTIVE and ev.src == (1 << 24) | (1 << 16) | 1
             # 2. residual current above the profile's 300 mA setting: the core's detector alarms
             site.device("tcp-1").set("residual_current", 450)
-            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 4), 15)
+            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 4), 30)  # two 5 s telemetry polls
             # 3. a temperature probe breaks: a fault, never a zero reading
             site.device("tcp-1").set_raw("temperature_2", 32767)
             await wait_for(lambda: kinds(c, codes.FAULT, 53), 15)
@@ -71,6 +89,11 @@ async def test_gateway_process_end_to_end(tmp_path: Path, broker: Broker) -> Non
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+        log_file.close()
+        await asyncio.sleep(0.2)
+        reader.cancel()
+        notify.close()
+        assert states[0] == "READY=1" and "WATCHDOG=1" in states and states[-1] == "STOPPING=1"
         # no hole in what was published: every seq from 1 to the last arrived (or is stored)
         seqs = sorted({s for b, s, _, _ in c.events() if b == 1})
         from emberlink.edge.outbox import Outbox

@@ -303,3 +303,43 @@ async def test_username_password(tmp_path: Path) -> None:
         ob2.close()
     finally:
         b.stop()
+
+
+def make_certs(d: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=emberlink-test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return d
+
+
+async def test_tls_with_the_right_ca_only(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    tls = f"cafile {certs}/ca.pem\ncertfile {certs}/server.pem\nkeyfile {certs}/server.key\n"
+    b = Broker(tmp_path, "allow_anonymous true\n" + tls).start()
+    try:
+        other = tmp_path / "other"
+        other.mkdir()
+        make_certs(other)
+        bad, ob1 = make_uplink(tmp_path / "a", b.port, tls=True, ca_file=str(other / "ca.pem"))
+        async with running(bad):
+            await asyncio.sleep(1.0)
+            assert bad.connects == 0  # a broker we cannot verify is not a broker
+        good, ob2 = make_uplink(tmp_path / "b", b.port, tls=True, ca_file=str(certs / "ca.pem"))
+        async with running(good):
+            seq = ob2.append(alarm(), 1_700_000_000_000)
+            good.wake()
+            await wait_for(lambda: good.connects == 1 and ob2.state_of(ob2.boot, seq)
+                           == "acknowledged", 10)  # fmt: skip
+        ob1.close()
+        ob2.close()
+    finally:
+        b.stop()
