@@ -20,7 +20,7 @@ from typing import Any
 
 from emberlink.protocol import codes
 from emberlink.protocol import profile as schema
-from emberlink.protocol.messages import MAX_SAMPLES, Event
+from emberlink.protocol.messages import FIELDS, KINDS, MAX_SAMPLES, Event
 
 from .detect import Detectors
 from .poller import Device
@@ -55,8 +55,11 @@ class PointTranslator:
         self.events = 0
 
     def _out(self, kind: int, t_ms: int, src: int, **fields: Any) -> None:
+        # only the fields this kind carries (test_mode, for one, has no code, sys or part)
+        req, opt = KINDS[kind]
+        allowed = {FIELDS[k][0] for k in (*req, *opt)}
         self.events += 1
-        self.emit(Event(kind, 0, src, **fields), t_ms)
+        self.emit(Event(kind, 0, src, **{k: v for k, v in fields.items() if k in allowed}), t_ms)
 
     # --- PollSink --------------------------------------------------------------------------------
     def on_block(self, dev: Device, block: dict[str, Any], regs: list[int], t_ms: int) -> None:
@@ -78,11 +81,9 @@ class PointTranslator:
     def on_comms(self, dev: Device, lost: bool, code: int, t_ms: int) -> None:
         state = codes.ACTIVE if lost else codes.NORMAL
         part = dev.cfg.profile["part"] or None
+        # The last known status words are kept: when the device answers again, a bit that fell
+        # while it was silent raises its NORMAL event and one that rose its ACTIVE event.
         self._out(codes.COMMS, t_ms, dev.src, state=state, code=code or None, part=part)
-        if lost:
-            # what we knew is stale: re-report status words once the device is back
-            for src in [s for s in self._last if s & 0xFFFF0000 == dev.src]:
-                del self._last[src]
 
     def on_device_fault(self, dev: Device, exc_code: int, active: bool, t_ms: int) -> None:
         state = codes.ACTIVE if active else codes.NORMAL
@@ -178,3 +179,9 @@ class PointTranslator:
         """Emit every partial series now (shutdown)."""
         for src, s in list(self._series.items()):
             self._flush(src, s)
+
+    def flush_stale(self, now_ms: int) -> None:
+        """Emit series that stopped growing (their device went silent) once they are due."""
+        for src, s in list(self._series.items()):
+            if now_ms - s.t0 >= self.series_ms + s.period:
+                self._flush(src, s)

@@ -25,6 +25,7 @@ from emberlink.protocol.messages import Event
 from . import health
 from .config import GatewayConfig
 from .detect import Detectors
+from .errors import OutboxError
 from .outbox import Outbox
 from .points import PointTranslator
 from .poller import Health, Link, WallClock
@@ -32,6 +33,8 @@ from .uplink import Uplink
 
 log = logging.getLogger("emberlink.gateway")
 
+SPILL_MAX = 10_000  # events held in memory while the outbox cannot write
+RESTART_S = 2.0  # a crashed bus or uplink task is restarted after this pause
 SHUTDOWN_FLUSH_S = 5.0  # SIGTERM: time allowed to publish what is queued and the death
 CAPS = 1 | 2 | 32  # modbus_rtu, modbus_tcp, series (codes.CAP_NAMES)
 
@@ -89,13 +92,31 @@ class Gateway:
         if log_path:
             self.uplink.puback_log = open(log_path, "a")  # noqa: SIM115 - open for the run
         self._stop = asyncio.Event()
+        self._spill: list[tuple[Event, int, bool]] = []
+        self.crashes = 0
         self._progress = 0
         self.budget_warnings = [w for w in (lk.check_budget() for lk in self.links) if w]
 
     # --- events in -------------------------------------------------------------------------------
     def emit(self, ev: Event, t_ms: int) -> None:
-        """Store one event (durably, seq allocated) and wake the uplink."""
-        self.outbox.append(ev, t_ms, unsynced=not self.clock.synced)
+        """Store one event (durably, seq allocated) and wake the uplink.
+
+        If the store refuses (disk full, I/O error) the event waits in memory, at most
+        SPILL_MAX of them, alarms kept first, and is stored with the next event that succeeds.
+        """
+        self._spill.append((ev, t_ms, not self.clock.synced))
+        try:
+            while self._spill:  # in order, one transaction per run of equal clock flags
+                flag = self._spill[0][2]
+                n = next((i for i, x in enumerate(self._spill) if x[2] != flag), len(self._spill))
+                self.outbox.append_many([(e, t) for e, t, _ in self._spill[:n]], unsynced=flag)
+                del self._spill[:n]
+        except OutboxError as e:
+            log.error("outbox: %s (%d events held in memory)", e, len(self._spill))
+            if len(self._spill) > SPILL_MAX:
+                keep = [x for x in self._spill if x[0].kind in codes.PRIORITY_KINDS]
+                self._spill = keep[-SPILL_MAX:]
+            return
         self._progress += 1
         self.uplink.wake()
 
@@ -128,13 +149,17 @@ class Gateway:
 
     def heartbeat(self) -> None:
         t = self.clock.now_ms()
+        self.points.flush_stale(t)
         values = self.health_values()
         items = [(Event(codes.HEALTH, 0, 0, health=health.gateway_map(values)), t)]
         for lk in self.links:
             for d in lk.devices:
                 hm = {2: d.polls_ok, 3: d.polls_failed, 7: int(d.health is Health.DOWN)}
                 items.append((Event(codes.HEALTH, 0, d.src, health=hm), t))
-        self.outbox.append_many(items, unsynced=not self.clock.synced)
+        try:
+            self.outbox.append_many(items, unsynced=not self.clock.synced)
+        except OutboxError as e:
+            log.error("heartbeat not stored: %s", e)
         self.uplink.wake()
         self._write_status(values)
 
@@ -188,8 +213,10 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        tasks = [asyncio.create_task(lk.run(), name=f"bus{lk.bus.id}") for lk in self.links]
-        uplink = asyncio.create_task(self.uplink.run(), name="uplink")
+        tasks = [
+            asyncio.create_task(self._supervise(lk.run, f"bus {lk.bus.id}")) for lk in self.links
+        ]
+        uplink = asyncio.create_task(self._supervise(self.uplink.run, "uplink"))
         tasks += [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
@@ -211,6 +238,18 @@ class Gateway:
             await asyncio.gather(uplink, return_exceptions=True)
             self.outbox.close()
             log.info("gateway stopped")
+
+    async def _supervise(self, run: Any, name: str) -> None:
+        """Run a long-lived task; a bug that escapes it is logged and the task restarted."""
+        while True:
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in %.0f s", name, RESTART_S)
+                self.crashes += 1
+            await asyncio.sleep(RESTART_S)
 
     async def _drain(self, uplink: asyncio.Task[None]) -> None:
         """Give the uplink SHUTDOWN_FLUSH_S to empty the outbox, then publish the death."""

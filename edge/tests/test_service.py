@@ -133,3 +133,23 @@ def test_check_prints_the_plan_and_budget_warning(
     assert cli.main(["check", "--config", str(p)]) == 0
     out = capsys.readouterr().out
     assert "31 devices" in out and "WARNING" in out
+
+
+async def test_store_failure_holds_events_in_memory_and_keeps_order(tmp_path: Path) -> None:
+    from emberlink.edge.outbox import Outbox
+    from emberlink.edge.service import Gateway
+    from emberlink.protocol.messages import Event
+
+    gw = Gateway(config.load(site_toml(tmp_path, 1)))
+    path = gw.outbox.path
+    gw.outbox.db.close()  # the store fails (as on a full or dead SD card)
+    a1 = Event(codes.FIRE_ALARM, 0, 1, state=codes.ACTIVE, code=10)
+    gw.emit(a1, 1_700_000_000_000)  # logged, held: never raised into the poller
+    assert len(gw._spill) == 1
+    gw.outbox = Outbox(path, new_boot=False)  # the store works again
+    a2 = Event(codes.FIRE_ALARM, 0, 2, state=codes.ACTIVE, code=10)
+    gw.emit(a2, 1_700_000_000_100)
+    assert gw._spill == []
+    rows = gw.outbox.db.execute("SELECT seq, t_ms FROM events ORDER BY seq").fetchall()
+    assert [t for _, t in rows] == [1_700_000_000_000, 1_700_000_000_100]
+    gw.outbox.close()
