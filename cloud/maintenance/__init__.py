@@ -1,0 +1,1 @@
+"""Maintenance schedule: catalogue, schedule engine, visits, evidence, reports."""
