@@ -1,8 +1,7 @@
 """The heartbeat: what the gateway reports about itself every ``heartbeat_s`` (default 30 s).
 
 One HEALTH event from the gateway (src 0) and one per device (src = the device, point 0) with
-its poll counters. Keys 0..11 are codes.HEALTH_NAMES; 12..18 are EXTRA_HEALTH_NAMES below,
-proposed for protocol/codes.py (the map type already allows keys up to 23).
+its poll counters. The map keys are codes.HEALTH_NAMES (0..18).
 """
 
 from __future__ import annotations
@@ -14,16 +13,7 @@ from typing import Any
 
 from emberlink.protocol import codes
 
-EXTRA_HEALTH_NAMES = {
-    12: "outbox_priority_depth",
-    13: "outbox_priority_oldest_s",
-    14: "outbox_telemetry_depth",
-    15: "outbox_telemetry_oldest_s",
-    16: "clock_synced",
-    17: "devices_suspect",
-    18: "outbox_dropped",
-}
-HEALTH_KEYS = {**codes.HEALTH_NAMES, **EXTRA_HEALTH_NAMES}
+HEALTH_KEYS = dict(codes.HEALTH_NAMES)
 KEY = {name: k for k, name in HEALTH_KEYS.items()}
 
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")  # Raspberry Pi SoC, m°C

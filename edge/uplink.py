@@ -39,8 +39,7 @@ from .outbox import ALARM_LANE, BULK_LANE, Outbox, Pending
 
 log = logging.getLogger("emberlink.uplink")
 
-# "resend from seq" is not in protocol/messages.py (yet): op 5, args {0: seq, ?1: boot}.
-OP_RESEND = getattr(messages, "OP_RESEND", 5)
+OP_RESEND = messages.OP_RESEND  # args {0: seq, ?1: boot}
 CONNECT_TIMEOUT_S = 10.0  # a broker that does not CONNACK in 10 s is treated as down
 
 

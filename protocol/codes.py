@@ -204,6 +204,14 @@ HEALTH_NAMES = {
     9: "oldest_queued_s",
     10: "heartbeat_s",
     11: "disk_free_kb",
+    # per-class outbox figures and gateway state (edge/health.py)
+    12: "outbox_priority_depth",
+    13: "outbox_priority_oldest_s",
+    14: "outbox_telemetry_depth",
+    15: "outbox_telemetry_oldest_s",
+    16: "clock_synced",  # 1 synced, 0 not
+    17: "devices_suspect",
+    18: "outbox_dropped",  # telemetry records evicted since start
 }
 
 # --- Birth information (event key 20 map keys) -------------------------------------------------

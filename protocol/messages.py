@@ -507,11 +507,13 @@ OP_REBIRTH = 1  # publish birth and a health event now
 OP_TEST_MODE = 2  # args {0: state (1 on, 0 off), ?1: duration s, ?2: src (0 = whole gateway)}
 OP_TIME_SYNC = 3  # args {0: UTC ms}
 OP_RESET = 4  # args {?0: src}: reset latched alarms
+OP_RESEND = 5  # args {0: seq, ?1: boot (default: current)}: queue stored records from seq again
 OP_NAMES = {
     OP_REBIRTH: "rebirth",
     OP_TEST_MODE: "test_mode",
     OP_TIME_SYNC: "time_sync",
     OP_RESET: "reset",
+    OP_RESEND: "resend",
 }
 
 # Result codes (key 12)
