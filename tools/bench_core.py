@@ -103,7 +103,7 @@ def cpython_rows(n: int, reps: int) -> list[dict[str, Any]]:
     ts = V._times(n)
     for sig_name, make in (("chain", V.signal), ("quiet", V.quiet_signal)):
         xs = list(make(n))
-        names = ("a0_naive", "a_list", "c_deque", "core", "core_block64")
+        names = ("a0_naive", "a_list", "c_deque", "c_full", "core", "core_block64")
         rates = V.time_all(names, xs, reps, ts, short=("a0_naive",))
         for name in names:
             rate = rates[name]

@@ -225,6 +225,114 @@ class RefDeque(RefNaive):
         self._tail(x, s, n)
 
 
+class RefDequeFull(RefDeque):
+    """c_full: the deque ring doing the core's whole job (a like-for-like reference).
+
+    ``c_deque`` only counts: no supervision, no events, a fixed dt. This one adds what the
+    core does per sample: range check (a FAULT condition), the time of the last sample (comms
+    supervision) and the clamped dt since the previous one, inverse-time accumulation scaled by
+    that real dt, and every alarm, flatline and trip raised and cleared through
+    ``emberlink.firmware.lifecycle.Condition`` (the same Event objects the core emits).
+    """
+
+    test = False  # Condition reads point.test / src / part
+    src = 1
+    part = None
+
+    def __init__(self):
+        from emberlink.firmware.lifecycle import Condition
+
+        RefDeque.__init__(self)
+        self.out = []
+        self.t = 0
+        self.last_rx = 0
+        self.prev_t = 0
+        self.has_prev = False
+        self.range_c = Condition(self, 2, 50, False, 3, -1)
+        self.flat_c = Condition(self, 2, 54, False, 3, -1)
+        self.alarm_c = Condition(self, 4, 7, False, 3, -1)
+        self.trip_c = Condition(self, 4, 6, False, 3, -1)
+
+    def push(self, x):
+        t = self.t + PERIOD_MS
+        self.t = t
+        self.last_rx = t
+        out = self.out
+        if x < 0 or x > 4095:
+            if not self.range_c.cause:
+                self.range_c.apply(0, t, x, out)
+            return
+        if self.range_c.cause:
+            self.range_c.apply(1, t, x, out)
+        if self.has_prev:
+            dt = (t - self.prev_t) & 0x3FFFFFFF
+            if dt > 60000:
+                dt = 60000
+        else:
+            dt = 0
+            self.has_prev = True
+        self.prev_t = t
+        buf = self.buf
+        if self.n == W:
+            old = buf.popleft()
+            self.s += x - old
+            self.s2 += x * x - old * old
+        else:
+            self.n += 1
+            self.s += x
+            self.s2 += x * x
+        buf.append(x)
+        k = self.k + 1
+        self.k = k
+        qv = self.qv
+        qt = self.qt
+        if qt and k - qt[0] >= W:
+            qv.popleft()
+            qt.popleft()
+        while qv and qv[-1] <= x:
+            qv.pop()
+            qt.pop()
+        qv.append(x)
+        qt.append(k)
+        mx = qv[0]
+        n = self.n
+        s = self.s
+        fc = self.flat_c
+        if n == W and s == mx * n:
+            self.flats += 1
+            if not fc.cause:
+                fc.apply(0, t, x, out)
+        elif fc.cause:
+            fc.apply(1, t, x, out)
+        if mx > PK:
+            self.peaks += 1
+        ac = self.alarm_c
+        if s > THR * n:
+            self.over += 1
+            if self.over >= HOLD and not self.alarm:
+                self.alarm = True
+                self.alarms += 1
+                ac.apply(0, t, x, out)
+        else:
+            self.over = 0
+            if self.alarm and s < CLR * n:
+                self.alarm = False
+                ac.apply(1, t, x, out)
+        tc = self.trip_c
+        if x > IS:
+            self.acc += LUT[(x * 16) // IS] * dt // PERIOD_MS
+            if self.acc >= TRIP:
+                self.trips += 1
+                self.acc = 0
+                if not tc.cause:
+                    tc.apply(0, t, x, out)
+        else:
+            if self.acc:
+                self.acc = self.acc - DECAY if self.acc > DECAY else 0
+            if tc.cause:
+                tc.apply(1, t, x, out)
+
+
 CORE_CFG = {
     "input": "current",
     "range": [0, 4095],
@@ -395,6 +503,7 @@ def bytes_per_channel_mp(name, channels=100):
 VARIANTS = {"a0_naive": RefNaive, "a_list": RefList, "core": Core, "core_block64": Core}
 if deque is not None:
     VARIANTS["c_deque"] = RefDeque
+    VARIANTS["c_full"] = RefDequeFull
 
 
 def quiet_signal(n):
@@ -422,7 +531,7 @@ def main(argv):
         del xs0
         todo = [
             v
-            for v in ("a0_naive", "a_list", "c_deque", "core", "core_block64")
+            for v in ("a0_naive", "a_list", "c_deque", "c_full", "core", "core_block64")
             if v in VARIANTS and not (names and v not in names)
         ]
         rates = time_all(todo, xs, reps, ts)

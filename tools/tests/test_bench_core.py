@@ -10,16 +10,27 @@ from emberlink.tools.bench_core import main
 
 
 def test_reference_variants_agree() -> None:
-    """a0, a and c implement the same chain: identical counts on the research signal."""
+    """a0, a, c and c_full implement the same chain: identical counts on the research signal."""
     xs = V.signal(12000)
     counts = []
-    for name in ("a0_naive", "a_list", "c_deque"):
+    for name in ("a0_naive", "a_list", "c_deque", "c_full"):
         obj = V.VARIANTS[name]()
         for x in xs:
             obj.push(x)
         counts.append((obj.alarms, obj.peaks, obj.flats, obj.trips))
     assert counts[0] == counts[1] == counts[2]
     assert all(c > 0 for c in counts[0])
+
+
+def test_full_reference_raises_events_like_the_core() -> None:
+    """c_full does the core's whole job: its alarms, flatlines and trips come out as Events."""
+    xs = V.signal(12000)
+    ref = V.VARIANTS["c_full"]()
+    for x in xs:
+        ref.push(x)
+    codes = {e.code for _, e in ref.out}
+    assert {7, 6, 54} <= codes
+    assert sum(1 for _, e in ref.out if e.code == 7 and e.state == 1) == ref.alarms
 
 
 def test_core_variants_raise_the_same_events() -> None:
@@ -39,7 +50,7 @@ def test_bench_runs_on_both_interpreters(capsys: pytest.CaptureFixture[str]) -> 
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     seen = {(r["interpreter"], r["signal"], r["variant"]) for r in rows}
     for interp in ("cpython", "micropython"):
-        for v in ("a0_naive", "a_list", "c_deque", "core", "core_block64"):
+        for v in ("a0_naive", "a_list", "c_deque", "c_full", "core", "core_block64"):
             assert (interp, "quiet", v) in seen
     assert ("cpython", "chain", "d1_numpy_block1024") in seen
     quiet_core = [r for r in rows if r["variant"] == "core" and r["signal"] == "quiet"]
