@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -297,3 +298,160 @@ class Quarantine(Base):
     reason: Mapped[str] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# ---- maintenance (cloud/maintenance) ------------------------------------------------------------
+
+VISIT_KINDS = ("monthly_check", "annual_test", "repair", "patrol")
+VISIT_STATUSES = ("open", "closed", "signed")
+ITEM_RESULTS = ("pass", "fail", "na", "not_accessible")
+DEFECT_SEVERITIES = ("minor", "major", "critical")
+
+
+class MaintFirm(Base):
+    """A fire-facility service firm and its qualification certificate."""
+
+    __tablename__ = "maint_firms"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    cert_no: Mapped[str] = mapped_column(String(100))
+    cert_expires_ms: Mapped[int] = mapped_column(BigInteger)
+    qualified: Mapped[bool] = mapped_column(Boolean, default=True)  # withdrawn: False
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaintTechnician(Base):
+    """A technician of a firm (消防设施操作员 certificate)."""
+
+    __tablename__ = "maint_technicians"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("maint_firms.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    cert_no: Mapped[str] = mapped_column(String(100))
+    cert_expires_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaintFirmUser(Base):
+    """The firm a contractor user works for."""
+
+    __tablename__ = "maint_firm_users"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("maint_firms.id"), index=True)
+
+
+class MaintContract(Base):
+    """A firm maintains a unit's facility systems for a period, under one catalogue version."""
+
+    __tablename__ = "maint_contracts"
+    __table_args__ = (CheckConstraint("ends_ms > starts_ms", name="period"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("maint_firms.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    starts_ms: Mapped[int] = mapped_column(BigInteger)
+    ends_ms: Mapped[int] = mapped_column(BigInteger)
+    systems: Mapped[list[str]] = mapped_column(JSON)
+    catalogue_version: Mapped[str] = mapped_column(String(40))
+    # When the unit's detectors and batteries went into service: anchor of the long cycles.
+    in_service_ms: Mapped[int] = mapped_column(BigInteger)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaintVisit(Base):
+    """One revision of a visit record. Signed revisions are immutable (a database trigger
+    refuses updates); a correction is a new revision with the same root."""
+
+    __tablename__ = "maint_visits"
+    __table_args__ = (
+        CheckConstraint(_in("kind", VISIT_KINDS), name="kind"),
+        CheckConstraint(_in("status", VISIT_STATUSES), name="status"),
+        UniqueConstraint("root_id", "revision"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    root_id: Mapped[int | None] = mapped_column(Integer, index=True)  # first revision's id
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("maint_visits.id"))
+    correction_reason: Mapped[str | None] = mapped_column(Text)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("maint_contracts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    started_ms: Mapped[int] = mapped_column(BigInteger)  # the check window
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger)
+    crew: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    signed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    signatures: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # frozen at signing
+    retention_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class MaintVisitItem(Base):
+    """One check item of a visit: the requirement, the device, the result, a measured value."""
+
+    __tablename__ = "maint_visit_items"
+    __table_args__ = (CheckConstraint(_in("result", ITEM_RESULTS), name="result"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    visit_id: Mapped[int] = mapped_column(ForeignKey("maint_visits.id"), index=True)
+    code: Mapped[str] = mapped_column(String(40))
+    gateway_id: Mapped[int | None] = mapped_column(BigInteger)
+    src: Mapped[int | None] = mapped_column(BigInteger)
+    result: Mapped[str] = mapped_column(String(16))
+    measured: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text, default="")
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaintDefect(Base):
+    """A defect found on a visit: severity, due time, rectification and closure with evidence."""
+
+    __tablename__ = "maint_defects"
+    __table_args__ = (CheckConstraint(_in("severity", DEFECT_SEVERITIES), name="severity"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    visit_id: Mapped[int] = mapped_column(ForeignKey("maint_visits.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    item_code: Mapped[str | None] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(10))
+    description: Mapped[str] = mapped_column(Text)
+    found_ms: Mapped[int] = mapped_column(BigInteger)
+    due_ms: Mapped[int] = mapped_column(BigInteger)
+    rectification: Mapped[str | None] = mapped_column(Text)
+    closed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    closed_by: Mapped[str | None] = mapped_column(String(200))
+    closure_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class MaintBlob(Base):
+    """An attachment's bytes, by content hash (a photo, a scan)."""
+
+    __tablename__ = "maint_blobs"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MaintAttachment(Base):
+    __tablename__ = "maint_attachments"
+    __table_args__ = (UniqueConstraint("visit_id", "sha256"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    visit_id: Mapped[int] = mapped_column(ForeignKey("maint_visits.id"), index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("maint_blobs.sha256"))
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class MaintAudit(Base):
+    """Append-only audit trail, hash-chained (a trigger refuses updates; prev_hash is unique so
+    the chain cannot fork)."""
+
+    __tablename__ = "maint_audit"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    entity: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
