@@ -39,11 +39,15 @@ class Collector:
         return [(b.boot, s, e, b.flags) for b in self.batches(leaf) for s, e in b.seqs()]
 
 
+def collector(port: int) -> contextlib.AbstractAsyncContextManager[Collector]:
+    return collector_for(port, GW)
+
+
 @contextlib.asynccontextmanager
-async def collector(port: int) -> AsyncIterator[Collector]:
+async def collector_for(port: int, gw: int) -> AsyncIterator[Collector]:
     c = Collector()
     async with aiomqtt.Client("127.0.0.1", port) as client:
-        await client.subscribe(f"el/v1/{GW}/#", qos=1)
+        await client.subscribe(f"el/v1/{gw}/#", qos=1)
 
         async def rx() -> None:
             async for m in client.messages:
