@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -69,6 +70,10 @@ class Gateway:
             synchronous=cfg.outbox.synchronous,
         )
         self.version = software_version()
+        self.config_hash = b""  # first 16 bytes of SHA-256 of the configuration file
+        if cfg.source is not None:
+            with contextlib.suppress(OSError):
+                self.config_hash = hashlib.sha256(cfg.source.read_bytes()).digest()[:16]
         pairs = [(d.bus, d) for d in cfg.devices]
         self.detectors = Detectors.from_config(pairs)
         self.points = PointTranslator(self.emit, cfg.series_s, self.detectors)
@@ -121,7 +126,12 @@ class Gateway:
         self.uplink.wake()
 
     def birth_info(self) -> dict[int, Any]:
-        return {0: self.version, 1: 1, 2: CAPS, 3: self.cfg.heartbeat_s, 4: self.cfg.serial}
+        info: dict[int, Any] = {0: self.version, 1: 1, 2: CAPS, 3: self.cfg.heartbeat_s}
+        if self.cfg.serial:
+            info[4] = self.cfg.serial
+        if self.config_hash:
+            info[5] = self.config_hash
+        return info
 
     # --- health ----------------------------------------------------------------------------------
     def health_values(self) -> dict[str, int | None]:

@@ -159,3 +159,43 @@ def test_cli_rejects_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_text("[gateway]\nid = -1\n")
     assert simulator.main(["run", "--config", str(bad)]) == 2
     assert "gateway.id" in capsys.readouterr().err
+
+
+def test_cli_serves_a_site_until_its_duration(tmp_path: Path) -> None:
+    """`emberlink sim run` as a process: a client reads the scenario's value over TCP."""
+    import subprocess
+    import sys
+
+    cfg = site(tmp_path)
+    port = cfg.buses[1].port
+    p = subprocess.Popen(
+        [sys.executable, "-m", "emberlink.tools.cli", "sim", "run", "--config",
+         str(cfg.source), "--builtin", "overcurrent", "--duration", "30"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        lines = [p.stdout.readline() for _ in range(2)]
+        assert "bus 1 rtu" in lines[0] and "bus 2 tcp" in lines[1]
+
+        async def read() -> list[int]:
+            c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+            await c.connect()
+            try:
+                for _ in range(50):
+                    rr = await c.read_holding_registers(6, count=2, device_id=1)
+                    if rr.registers != [0, 0]:
+                        return list(rr.registers)
+                    await asyncio.sleep(0.1)
+                return []
+            finally:
+                c.close()
+
+        regs = asyncio.run(read())
+        from emberlink.protocol import profile as schema
+
+        pt = next(q for q in cfg.devices[2].profile["points"] if q["name"] == "phase_a_current")
+        assert schema.decode(pt, regs) == 3 * 6300  # 3 x pickup, f32 in CDAB word order
+    finally:
+        p.terminate()
+        p.wait(10)
