@@ -53,13 +53,20 @@ class PointTranslator:
         self._fault: dict[int, int] = {}  # src -> active sensor-fault condition code
         self._series: dict[int, _Series] = {}
         self.events = 0
+        self.test_all = False  # the whole gateway is in test mode
+        self.test_srcs: set[int] = set()  # devices (src with point 0) in test mode
 
     def _out(self, kind: int, t_ms: int, src: int, **fields: Any) -> None:
         # only the fields this kind carries (test_mode, for one, has no code, sys or part)
         req, opt = KINDS[kind]
         allowed = {FIELDS[k][0] for k in (*req, *opt)}
+        if kind in codes.PRIORITY_KINDS and self.in_test(src):
+            fields["eflags"] = (fields.get("eflags") or 0) | codes.EF_TEST  # a test, not a fire
         self.events += 1
         self.emit(Event(kind, 0, src, **{k: v for k, v in fields.items() if k in allowed}), t_ms)
+
+    def in_test(self, src: int) -> bool:
+        return self.test_all or (src & 0xFFFF0000) in self.test_srcs
 
     # --- PollSink --------------------------------------------------------------------------------
     def on_block(self, dev: Device, block: dict[str, Any], regs: list[int], t_ms: int) -> None:

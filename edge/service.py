@@ -20,7 +20,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from emberlink.protocol import codes
+from emberlink.protocol import codes, messages
 from emberlink.protocol.messages import Event
 
 from . import health
@@ -89,6 +89,7 @@ class Gateway:
             now_ms=self.clock.now_ms,
             on_time_sync=self.clock.sync,
             on_rebirth=self.heartbeat,
+            on_command=self.handle_command,
             batch_max_events=cfg.outbox.batch_max_events,
             inflight=cfg.outbox.inflight_batches,
             client_id=client_id,
@@ -132,6 +133,59 @@ class Gateway:
         if self.config_hash:
             info[5] = self.config_hash
         return info
+
+    # --- commands routed from the uplink -----------------------------------------------------
+    def _targets(self, src: int) -> list[tuple[int, Any]]:
+        """Detector points matching src: 0 = all, point 0 = a whole device, else one point."""
+        out: list[tuple[int, Any]] = []
+        for s, dets in self.detectors.by_src.items():
+            if src == 0 or s == src or (src & 0xFFFF == 0 and s & 0xFFFF0000 == src):
+                out.extend((s, d) for d in dets)
+        return out
+
+    def handle_command(self, op: int, args: dict[int, int]) -> tuple[int, str | None]:
+        """Reset latched alarms, or enter/leave test mode; (result, note) for the Result."""
+        t = self.clock.now_ms()
+        if op == messages.OP_RESET:
+            src = int(args.get(0, 0))
+            targets = self._targets(src)
+            for _, d in targets:
+                for ev, at in d.reset(t):
+                    self.emit(ev, at)
+            return messages.RES_OK, f"{len(targets)} points reset"
+        if op == messages.OP_TEST_MODE:
+            if args.get(0) not in (0, 1):
+                return messages.RES_BAD_ARGS, "args {0: 1 on | 0 off, ?1: s, ?2: src}"
+            on = args[0] == 1
+            src = int(args.get(2, 0))
+            self.set_test(src, on)
+            duration = int(args.get(1, 0))
+            if on and duration > 0:
+                asyncio.get_running_loop().call_later(duration, self.set_test, src, False)
+            return messages.RES_OK, None
+        return messages.RES_UNKNOWN_OP, f"op {op} not supported by this gateway"
+
+    def set_test(self, src: int, on: bool) -> None:
+        """Test mode for the gateway (src 0) or a device: events raised carry EF_TEST."""
+        t = self.clock.now_ms()
+        dev = src & 0xFFFF0000
+        if src == 0:
+            if self.points.test_all == on:
+                return
+            self.points.test_all = on
+        elif on == (dev in self.points.test_srcs):
+            return
+        elif on:
+            self.points.test_srcs.add(dev)
+        else:
+            self.points.test_srcs.discard(dev)
+        self.emit(Event(codes.TEST_MODE, 0, src, state=codes.ACTIVE if on else codes.NORMAL), t)
+        out: list[tuple[int, Event]] = []
+        for _, d in self._targets(dev):
+            d.point.set_test(t, on, out)
+        for at, ev in out:
+            if ev.kind != codes.TEST_MODE:  # ours above already says it for the whole scope
+                self.emit(ev, at)
 
     # --- health ----------------------------------------------------------------------------------
     def health_values(self) -> dict[str, int | None]:

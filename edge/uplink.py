@@ -62,6 +62,7 @@ class Uplink:
         now_ms: Callable[[], int],
         on_time_sync: Callable[[int], None] | None = None,
         on_rebirth: Callable[[], None] | None = None,
+        on_command: Callable[[int, dict[int, int]], tuple[int, str | None]] | None = None,
         batch_max_events: int = 256,
         inflight: int = 4,
         client_id: str | None = None,
@@ -73,6 +74,7 @@ class Uplink:
         self.now_ms = now_ms
         self.on_time_sync = on_time_sync
         self.on_rebirth = on_rebirth
+        self.on_command = on_command  # every other op: (result code, note)
         self.batch_max_events = batch_max_events
         self.inflight = max(2, inflight)
         self.client_id = client_id or f"emberlink-gw-{gw}"
@@ -330,6 +332,8 @@ class Uplink:
             else:
                 self.outbox.resend_from(int(args.get(1, self.outbox.boot)), int(args[0]))
                 self.wake()
+        elif self.on_command is not None:
+            res, note = self.on_command(cmd.op, dict(args))
         else:
             res, note = messages.RES_UNKNOWN_OP, f"op {cmd.op} not supported by this gateway"
         result = messages.Result(self.gw, cmd.id, res, note)

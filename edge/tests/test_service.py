@@ -11,10 +11,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from emberlink.edge import cli, config
 from emberlink.protocol import codes
+from emberlink.protocol.messages import Event
 from emberlink.tools.simulator import Site
 
 from .conftest import Broker, site_toml, wait_for
@@ -203,3 +205,47 @@ async def test_kill_9_gateway_then_restart_delivers_every_seq(
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 20)
+
+
+def _rows(gw: Any) -> list[Event]:
+    from emberlink.protocol import cbor
+    from emberlink.protocol.messages import event_from_map
+
+    out = []
+    for (body,) in gw.outbox.db.execute("SELECT body FROM events ORDER BY seq"):
+        m = cbor.loads(body)
+        m[1] = 0
+        out.append(event_from_map(m))
+    return out
+
+
+async def test_reset_and_test_mode_commands(tmp_path: Path) -> None:
+    from emberlink.edge.service import Gateway
+    from emberlink.protocol import messages
+    from emberlink.protocol import profile as schema
+
+    gw = Gateway(config.load(site_toml(tmp_path, 1, tcp=[(1, "acrel_asj"), (2, "fire_panel")])))
+    asj, panel = gw.links[0].devices
+    rc = next(b for b in schema.plan_reads(asj.cfg.profile["points"]) if b["address"] == 0)
+    t = 1_700_000_000_000
+    for i in range(3):  # 450 mA: the core latches a residual-current alarm
+        gw.points.on_block(asj, rc, [450] + [0] * (rc["count"] - 1), t + 5000 * i)
+    gw.points.on_block(asj, rc, [0] * rc["count"], t + 20_000)  # cause gone, alarm latched
+    src = schema.src_of(2, 1, 1)
+    assert [e for e in _rows(gw) if e.kind == codes.FIRE_ALARM and e.src == src][-1].state == 1
+    res = gw.handle_command(messages.OP_RESET, {0: asj.src})
+    assert res[0] == messages.RES_OK
+    evs = [e for e in _rows(gw) if e.src == src]
+    assert any(e.kind == codes.RESET for e in evs)
+    assert [e for e in evs if e.kind == codes.FIRE_ALARM][-1].state == codes.NORMAL
+    # test mode for the panel only: its fire bit now raises a FIRE_ALARM flagged as a test
+    assert gw.handle_command(messages.OP_TEST_MODE, {0: 1, 2: panel.src})[0] == messages.RES_OK
+    blk = schema.plan_reads([p for p in panel.cfg.profile["points"] if p["class"] == "status"])[0]
+    gw.points.on_block(panel, blk, [0b10, 0], t + 30_000)
+    fire = [e for e in _rows(gw) if e.kind == codes.FIRE_ALARM and e.src >> 16 == panel.src >> 16]
+    assert fire[-1].eflags & codes.EF_TEST
+    modes = [e for e in _rows(gw) if e.kind == codes.TEST_MODE]
+    assert modes[-1].src == panel.src and modes[-1].state == codes.ACTIVE
+    assert gw.handle_command(messages.OP_TEST_MODE, {0: 7})[0] == messages.RES_BAD_ARGS
+    assert gw.handle_command(99, {})[0] == messages.RES_UNKNOWN_OP
+    gw.outbox.close()
