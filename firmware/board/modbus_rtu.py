@@ -99,6 +99,7 @@ class Master:
         self.last_end = ticks_ms()
         self.requests = 0
         self.errors = 0
+        self.line_errors = 0
         self.discarded = 0  # stray bytes found on the line before a request
 
     # --- frames (no I/O) ----------------------------------------------------------------------
@@ -144,7 +145,20 @@ class Master:
 
     # --- one transaction ----------------------------------------------------------------------
     def read(self, unit, fc, addr, count):
-        """One read transaction; returns OK, an exception code or a negative error."""
+        """One read transaction; returns OK, an exception code or a negative error.
+
+        An OSError from the line (an unplugged adapter, a pty whose far end went away) is a
+        transaction without an answer: NO_RESPONSE, counted in ``line_errors``, never a crash.
+        """
+        try:
+            return self._read(unit, fc, addr, count)
+        except OSError:
+            self.line_errors += 1
+            self.errors += 1
+            self.last_end = ticks_ms()
+            return NO_RESPONSE
+
+    def _read(self, unit, fc, addr, count):
         port = self.port
         self.build(unit, fc, addr, count)
         while port.readinto(self.chunk):  # a late answer or noise from before: not ours

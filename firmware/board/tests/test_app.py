@@ -1,0 +1,161 @@
+"""The board application on micropython against the site simulator (socat ptys, pymodbus) and a
+real Mosquitto: alarms delivered and decoded with the cloud's code, no event lost across
+kill -9, and the same alarms as the Pi gateway on the same scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from emberlink.edge import config as gwconfig
+from emberlink.firmware.board import build
+from emberlink.firmware.board import outbox as obx
+from emberlink.protocol import codes, wire
+from emberlink.tools import simulator
+
+from .conftest import HERE, Subscriber, mp_popen, site_toml
+
+pytestmark = [pytest.mark.micropython, pytest.mark.broker, pytest.mark.modbus]
+
+ASJ = 3
+PANEL = 5
+RC_SRC = 1 << 24 | ASJ << 16 | 1  # acrel_asj point 1 (residual_current) on bus 1
+PANEL_SRC = 1 << 24 | PANEL << 16 | 1  # fire_panel point 1 (system_status)
+RC_CODE = codes.code_of(codes.CONDITION_NAMES, "residual_current", "code")
+
+
+def make_site(tmp: Path, port: int, gw: int) -> Path:
+    p = site_toml(tmp, port, [(ASJ, "acrel_asj"), (PANEL, "fire_panel")], gw=gw)
+    text = p.read_text().replace(
+        'profile = "acrel_asj"', 'profile = "acrel_asj"\ntelemetry_ms = 500'
+    )
+    p.write_text(text)
+    return p
+
+
+def board_cfg(site: Path, tmp: Path, port: int) -> Path:
+    cfg = build.board_config(site, str(tmp / "board"), clock_synced=True)
+    cfg["mqtt"]["port"] = port
+    cfg["mqtt"]["backoff_max_ms"] = 1000
+    cfg["heartbeat_s"] = 5
+    cfg["series_s"] = 5
+    (tmp / "board").mkdir(exist_ok=True)
+    out = tmp / "board.json"
+    out.write_text(json.dumps(cfg))
+    return out
+
+
+def events(msgs: list[tuple[str, bytes, bool]]) -> list:  # type: ignore[type-arg]
+    """(boot, seq, Event) of every event published on the event topic, decoded as the cloud does."""
+    out = []
+    for t, payload, _ in msgs:
+        if t.endswith("/ev"):
+            b = wire.open_batch(payload)
+            out += [(b.boot, b.seq0 + i, e) for i, e in enumerate(b.events)]
+    return out
+
+
+def alarms(evs: list) -> set[tuple[int, int, int, int]]:  # type: ignore[type-arg]
+    """(kind, src, code, state) of the priority events (alarms, faults, comms)."""
+    return {(e.kind, e.src, e.fields().get("code"), e.fields().get("state"))
+            for _, _, e in evs if e.kind in codes.PRIORITY_KINDS}  # fmt: skip
+
+
+def has_alarms(msgs) -> bool:  # type: ignore[no-untyped-def]
+    a = alarms(events(msgs))
+    return (codes.FIRE_ALARM, RC_SRC, RC_CODE, 1) in {(k, s, c, st) for k, s, c, st in a} and any(
+        k == codes.FIRE_ALARM and s == PANEL_SRC for k, s, _, _ in a
+    )
+
+
+async def scenario(site: simulator.Site) -> None:
+    """The residual current ramps past the 300 mA setpoint; then the panel's fire bit."""
+    asj = site.device(f"acrel_asj-{ASJ}")
+    asj.set("residual_current", 20)
+    await asyncio.sleep(1.5)
+    for ma in range(20, 520, 40):
+        asj.set("residual_current", ma)
+        await asyncio.sleep(0.2)
+    site.device(f"fire_panel-{PANEL}").set_bit("system_status", 1, True)
+
+
+async def wait(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_board_polls_detects_and_delivers_alarms(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    gw = 81
+    site = make_site(tmp_path, broker.port, gw)
+    cfg = board_cfg(site, tmp_path, broker.port)
+    sub = Subscriber(broker.port, f"el/v1/{gw}/#")
+    async with simulator.Site(gwconfig.load(site)) as sim:
+        sim.device(f"acrel_asj-{ASJ}").set("residual_current", 20)
+        proc = mp_popen(HERE / "mp_app.py", [str(cfg), "0"])
+        try:
+            await asyncio.sleep(1)
+            await scenario(sim)
+            await wait(lambda: has_alarms(sub.messages), 30)
+            sim.device(f"acrel_asj-{ASJ}").mode = "silent"  # a dead device: COMMS, not zero
+            await wait(lambda: any(k == codes.COMMS and st == 1 for k, _, _, st in
+                                   alarms(events(sub.messages))), 20)  # fmt: skip
+        finally:
+            proc.kill()
+            proc.wait(5)
+            sub.close()
+    evs = events(sub.messages)
+    a = alarms(evs)
+    assert (codes.PRE_ALARM, RC_SRC, RC_CODE, 1) in a  # 240 mA pre-alarm before the alarm
+    assert (codes.COMMS, 1 << 24 | ASJ << 16, 55, 1) in a  # no_response
+    births = [wire.open_batch(p) for t, p, _ in sub.messages if t.endswith("/state")]
+    info = births[0].events[0].fields()["info"]
+    assert info[1] == 2 and info[2] & 1  # platform micropython, capability modbus_rtu
+    series = [e for _, _, e in evs if e.kind == codes.MEASUREMENT and e.src == RC_SRC]
+    assert series and max(max(e.fields()["samples"]) for e in series) >= 300
+    zero_after_silence = [e for _, _, e in evs if e.kind == codes.MEASUREMENT
+                          and e.src == RC_SRC and 0 in e.fields()["samples"]]  # fmt: skip
+    assert not zero_after_silence
+    seqs = sorted(s for b, s, _ in evs if b == evs[0][0])
+    assert seqs == list(range(1, len(seqs) + 1)) or len(set(seqs)) < len(seqs)
+
+
+async def test_kill_9_and_restart_loses_no_event(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    gw = 82
+    site = make_site(tmp_path, broker.port, gw)
+    cfg = board_cfg(site, tmp_path, broker.port)
+    data = json.loads(cfg.read_text())
+    data["mqtt"]["port"] = 1  # the uplink is down: everything stays in the outbox
+    offline = tmp_path / "offline.json"
+    offline.write_text(json.dumps(data))
+    sub = Subscriber(broker.port, f"el/v1/{gw}/#")
+    async with simulator.Site(gwconfig.load(site)) as sim:
+        proc = mp_popen(HERE / "mp_app.py", [str(offline), "0"])
+        await asyncio.sleep(1)
+        await scenario(sim)
+        await asyncio.sleep(1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        stored = obx.Outbox(str(tmp_path / "board" / "outbox"), new_boot=False)
+        boot1 = [(b, s) for b, s, _, _ in stored.stored() if b == 1]
+        assert len(boot1) > 5
+        assert [s for _, s in boot1] == list(range(1, len(boot1) + 1))
+        proc = mp_popen(HERE / "mp_app.py", [str(cfg), "0"])
+        try:
+            await wait(lambda: {(1, s) for s in range(1, len(boot1) + 1)}
+                       <= {(b, s) for b, s, _ in events(sub.messages)}, 30)  # fmt: skip
+        finally:
+            proc.kill()
+            proc.wait(5)
+            sub.close()
+    evs = events(sub.messages)
+    replayed = [wire.open_batch(p) for t, p, _ in sub.messages if t.endswith("/ev")]
+    assert all(b.flags & codes.BF_REPLAYED for b in replayed if b.boot == 1)
+    assert has_alarms(sub.messages)
+    assert {b for b, _, _ in evs} >= {1, 2}
