@@ -1,50 +1,108 @@
-"""Optional ``@micropython.viper`` fast path for ``Point.feed_block``'s quiet run (MicroPython).
+"""Optional ``@micropython.viper`` fast paths for ``Point.feed`` and ``Point.feed_block``.
 
-``quiet_ring(xs, j, n, buf, qv, qi, st, prm)`` is ``Point._quiet_run``'s ring loop compiled to
-machine code. It takes samples ``xs[j:n]`` (an ``array('i')``) while they change no condition,
-updates the ring in its compact layout (``buf``, ``qv``: ``array('h')``; ``qi``:
-``array('B')``) and the stuck-run state, and returns the index of the first sample it did not
-take. The ring's state words ``st`` (ring.py: i, n, s, s2, max head, max count, -, -, run
-value, run length) are read and written in place; ``prm`` holds lo, the quiet bound,
-tolerance, run limit, stuck on/off, stuck active, variance, window.
+Both take quiet samples (``lo <= x < xq``: every detector idle and the sample unable to change
+any condition) with the ring update and the stuck-sensor run compiled to machine code; any other
+sample goes to the bytecode full pass. State lives in one ``array('i')``, the point's ``st``
+(ring.py names the words: ring i, n, s, s2, max head, max count, -, -, run value, run length,
+then lo, xq, tolerance, run limit, stuck on/off, stuck active, variance, window, last rx time,
+last valid time, viper on/off); the ring is the compact layout (``buf``, ``qv``:
+``array('h')``; ``qi``: ``array('B')``).
 
-Viper integers are machine words and ``ptr`` loads are unsigned, so the caller uses this only
+* ``feed(point, t, x, out)`` replaces ``Point.feed`` on MicroPython (one call per sample).
+  Points the fast path does not serve (``st[VIPER_] == 0``) go to the bytecode ``feed``.
+* ``quiet_ring(xs, j, n, buf, qv, qi, st)`` is ``Point._quiet_run``'s ring loop: it takes
+  samples ``xs[j:n]`` (an ``array('i')``) while they are quiet and returns the index of the
+  first one it did not take.
+
+Viper integers are machine words and ``ptr`` loads are unsigned, so the point uses these only
 for compact rings (window <= 256, |sample| <= 32767) with non-negative ranges.
 
-On CPython (or a build without viper) ``quiet_ring`` is None and the pure-Python loop runs; the
-golden vectors run through both (``golden.run_vector(..., block=True)`` hands micropython
-arrays).
+On CPython (or a build without viper) both are None and the pure-Python paths run; the golden
+vectors run through both (``golden.run_vector`` feeds per call and, with ``block=True``, hands
+micropython arrays).
 """
 
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef]
+        return x
+
+
+# state words (the same numbers as ring.py's; test_fastpaths checks they agree)
+_I = const(0)
+_N = const(1)
+_S = const(2)
+_S2 = const(3)
+_H = const(4)
+_C = const(5)
+_RUNX = const(8)
+_RUN = const(9)
+_LO = const(10)
+_XQ = const(11)
+_TOL = const(12)
+_LAST = const(13)
+_STUCK = const(14)
+_STUCKON = const(15)
+_VAR = const(16)
+_W = const(17)
+_RX = const(18)
+_PREV = const(19)
+_VIPER = const(20)
+_MASK = const(0x3FFFFFFF)
+
+WORDS = {
+    "I_": _I,
+    "N_": _N,
+    "S_": _S,
+    "S2_": _S2,
+    "HMAX_": _H,
+    "CMAX_": _C,
+    "RUNX_": _RUNX,
+    "RUN_": _RUN,
+    "LO_": _LO,
+    "XQ_": _XQ,
+    "TOL_": _TOL,
+    "LAST_": _LAST,
+    "STUCK_": _STUCK,
+    "STUCKON_": _STUCKON,
+    "VAR_": _VAR,
+    "W_": _W,
+    "RX_": _RX,
+    "PREV_": _PREV,
+    "VIPER_": _VIPER,
+}
+
 quiet_ring = None
+feed = None
 
 try:
     import micropython
 
     @micropython.viper
-    def _quiet_ring(xs, j: int, n: int, buf, qv, qi, st, prm) -> int:
+    def _quiet_ring(xs, j: int, n: int, buf, qv, qi, st) -> int:
         Xp = ptr32(xs)  # type: ignore[name-defined]  # noqa: F821
         Bp = ptr16(buf)  # type: ignore[name-defined]  # noqa: F821
         Qp = ptr16(qv)  # type: ignore[name-defined]  # noqa: F821
         Ip = ptr8(qi)  # type: ignore[name-defined]  # noqa: F821
         Sp = ptr32(st)  # type: ignore[name-defined]  # noqa: F821
-        Pp = ptr32(prm)  # type: ignore[name-defined]  # noqa: F821
-        lo = int(Pp[0])
-        xq = int(Pp[1])
-        tol = int(Pp[2])
-        last = int(Pp[3])
-        stuck = int(Pp[4])
-        stuck_on = int(Pp[5])
-        var = int(Pp[6])
-        w = int(Pp[7])
-        i = int(Sp[0])
-        rn = int(Sp[1])
-        s = int(Sp[2])
-        s2 = int(Sp[3])
-        h = int(Sp[4])
-        c = int(Sp[5])
-        run_x = int(Sp[8])
-        run = int(Sp[9])
+        lo = int(Sp[_LO])
+        xq = int(Sp[_XQ])
+        tol = int(Sp[_TOL])
+        last = int(Sp[_LAST])
+        stuck = int(Sp[_STUCK])
+        stuck_on = int(Sp[_STUCKON])
+        var = int(Sp[_VAR])
+        w = int(Sp[_W])
+        i = int(Sp[_I])
+        rn = int(Sp[_N])
+        s = int(Sp[_S])
+        s2 = int(Sp[_S2])
+        h = int(Sp[_H])
+        c = int(Sp[_C])
+        run_x = int(Sp[_RUNX])
+        run = int(Sp[_RUN])
         while j < n:
             x = int(Xp[j])
             if x < lo or x >= xq:
@@ -86,16 +144,80 @@ try:
             c += 1
             i = 0 if i == w - 1 else i + 1
             j += 1
-        Sp[0] = i
-        Sp[1] = rn
-        Sp[2] = s
-        Sp[3] = s2
-        Sp[4] = h
-        Sp[5] = c
-        Sp[8] = run_x
-        Sp[9] = run
+        Sp[_I] = i
+        Sp[_N] = rn
+        Sp[_S] = s
+        Sp[_S2] = s2
+        Sp[_H] = h
+        Sp[_C] = c
+        Sp[_RUNX] = run_x
+        Sp[_RUN] = run
         return j
 
+    @micropython.viper
+    def _feed(self, t: int, x: int, out):
+        # Point.feed: the quiet path in machine code, anything else to the bytecode full pass
+        st = self.st
+        Sp = ptr32(st)  # type: ignore[name-defined]  # noqa: F821
+        if not Sp[_VIPER]:
+            self.pyfeed(t, x, out)
+            return
+        if x < int(Sp[_LO]) or x >= int(Sp[_XQ]):
+            self._full(t, x, out)
+            return
+        if Sp[_STUCK]:
+            d = x - int(Sp[_RUNX])
+            tol = int(Sp[_TOL])
+            if d >= 0 - tol and d <= tol:
+                if int(Sp[_RUN]) >= int(Sp[_LAST]) and not Sp[_STUCKON]:
+                    self._full(t, x, out)
+                    return
+                Sp[_RUN] = int(Sp[_RUN]) + 1
+            else:
+                if Sp[_STUCKON]:
+                    self._full(t, x, out)
+                    return
+                Sp[_RUNX] = x
+                Sp[_RUN] = 1
+        tm = t & _MASK
+        Sp[_RX] = tm
+        Sp[_PREV] = tm
+        r = self.ring
+        Bp = ptr16(r.buf)  # type: ignore[name-defined]  # noqa: F821
+        Qp = ptr16(r.qv)  # type: ignore[name-defined]  # noqa: F821
+        Ip = ptr8(r.qi)  # type: ignore[name-defined]  # noqa: F821
+        w = int(Sp[_W])
+        i = int(Sp[_I])
+        h = int(Sp[_H])
+        c = int(Sp[_C])
+        if int(Sp[_N]) == w:
+            old = int(Bp[i])
+            Sp[_S] = int(Sp[_S]) + x - old
+            if Sp[_VAR]:
+                Sp[_S2] = int(Sp[_S2]) + x * x - old * old
+            if int(Ip[h]) == i:
+                h = 0 if h == w - 1 else h + 1
+                c -= 1
+        else:
+            Sp[_N] = int(Sp[_N]) + 1
+            Sp[_S] = int(Sp[_S]) + x
+            if Sp[_VAR]:
+                Sp[_S2] = int(Sp[_S2]) + x * x
+        Bp[i] = x
+        k = h + c - 1
+        if k >= w:
+            k -= w
+        while c and int(Qp[k]) <= x:
+            c -= 1
+            k = w - 1 if k == 0 else k - 1
+        k = 0 if k == w - 1 else k + 1
+        Qp[k] = x
+        Ip[k] = i
+        Sp[_H] = h
+        Sp[_C] = c + 1
+        Sp[_I] = 0 if i == w - 1 else i + 1
+
     quiet_ring = _quiet_ring
+    feed = _feed
 except (ImportError, AttributeError, SyntaxError):  # CPython, or a port without viper
     pass

@@ -19,18 +19,30 @@ from array import array
 
 from ..protocol import codes
 from ..protocol.messages import Event
+from . import fastpath
 from .fastpath import quiet_ring
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import (
     CMAX_,
     HMAX_,
     I_,
+    LAST_,
+    LO_,
     N_,
+    PREV_,
     RUN_,
     RUNX_,
+    RX_,
     S2_,
     S_,
     STATE_WORDS,
+    STUCK_,
+    STUCKON_,
+    TOL_,
+    VAR_,
+    VIPER_,
+    W_,
+    XQ_,
     Ring,
     _ints,
     max_abs_sample,
@@ -84,8 +96,9 @@ class Point:
         self.stuck = bool(stuck and window)
         self.stuck_n = window
         self.tol = stuck_tolerance
-        # the run (value, length) lives in the ring's state words 8-9 (fastpath reads it there)
-        self.pst = self.ring.st if self.ring is not None else _ints(STATE_WORDS)
+        # one state array: the ring's words, the stuck run (value, length), the times and the
+        # words the viper fast paths read (ring.py names them)
+        self.st = st = self.ring.st if self.ring is not None else _ints(STATE_WORDS)
         self.timeout = comms_timeout_ms
         self.gap = max_gap_ms
         # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
@@ -106,20 +119,20 @@ class Point:
         self.detectors = []
         self.quiet_ok = False
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
-        # viper fast path (MicroPython, non-negative ranges): state/parameter words, see fastpath
-        self.viper = False
-        self.vprm = array("i")
-        if quiet_ring is not None and self.ring is not None and self.ring.compact and lo >= 0:
-            self.viper = True
-            r = self.ring
-            self.vprm = array(
-                "i",
-                [lo, 0, stuck_tolerance, window - 1, 1 if self.stuck else 0, 0,
-                 1 if r.variance else 0, window],
-            )  # fmt: skip
-        self.last_rx = None  # time of the last sample (None: none yet)
-        self.has_prev = False  # a valid sample has been seen
-        self.prev_t = 0
+        # viper fast paths (MicroPython, compact ring, non-negative range): see fastpath.py
+        self.viper = quiet_ring is not None and self.ring is not None and self.ring.compact
+        self.viper = self.viper and lo >= 0
+        if self.viper:
+            st[LO_] = lo
+            st[XQ_] = lo
+            st[TOL_] = stuck_tolerance
+            st[LAST_] = window - 1
+            st[STUCK_] = 1 if self.stuck else 0
+            st[VAR_] = 1 if self.ring.variance else 0  # type: ignore[union-attr]
+            st[W_] = window
+            st[VIPER_] = 1
+        self.rx = False  # a sample has come (its time: st[RX_], ms mod 2**30)
+        self.has_prev = False  # a valid sample has been seen (its time: st[PREV_])
 
     def add(self, detector):
         self.detectors.append(detector)
@@ -140,34 +153,34 @@ class Point:
             out.extend(d.conditions)
         return out
 
-    def feed(self, t, x, out):
+    def pyfeed(self, t, x, out):
         """One sample ``x`` (an int in the point's units) at monotonic ``t`` ms."""
         if self.lo <= x < self.xq:
             # Quiet sample: every detector is idle and x is below anything that could make one
             # act (``xq``, refreshed after each full pass), so only the ring, the stuck-run
             # counter and the times move -- exactly what the full pass would do.
             ok = True
+            st = self.st
             if self.stuck:
-                pst = self.pst
-                d = x - pst[RUNX_]
+                d = x - st[RUNX_]
                 if -self.tol <= d <= self.tol:
-                    if pst[RUN_] + 1 >= self.stuck_n and not self.stuck_c.cause:
+                    if st[RUN_] + 1 >= self.stuck_n and not self.stuck_c.cause:
                         ok = False
                     else:
-                        pst[RUN_] += 1
+                        st[RUN_] += 1
                 elif self.stuck_c.cause:
                     ok = False
                 else:
-                    pst[RUNX_] = x
-                    pst[RUN_] = 1
+                    st[RUNX_] = x
+                    st[RUN_] = 1
             if ok:
-                self.last_rx = t
-                self.prev_t = t
+                t &= TICKS_MASK
+                st[RX_] = t
+                st[PREV_] = t
                 r = self.ring
                 if r is None:
                     return
                 # Ring.push for the case that dominates (window full, no min queue), inlined
-                st = r.st
                 w = r.window
                 if st[N_] != w or r.track_min:
                     r.push(x)
@@ -202,6 +215,12 @@ class Point:
         self._feed(t, x, out)
         self._refresh_quiet()
 
+    feed = pyfeed  # MicroPython: fastpath.feed (viper), which calls pyfeed or _full
+
+    def _full(self, t, x, out):
+        self._feed(t, x, out)
+        self._refresh_quiet()
+
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
         xq = self.lo
@@ -210,9 +229,20 @@ class Point:
             if b is not None:
                 xq = b
         self.xq = xq
+        if self.viper:
+            st = self.st
+            st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
+            st[STUCKON_] = 1 if self.stuck_c.cause else 0
+
+    def _quiet_off(self):
+        self.xq = self.lo
+        if self.viper:
+            self.st[XQ_] = self.lo
 
     def _feed(self, t, x, out):
-        self.last_rx = t
+        st = self.st
+        st[RX_] = t & TICKS_MASK
+        self.rx = True
         if self.comms_c.cause:
             self.comms_c.apply(CLEAR, t, None, out)
         if self.nfv and x in self.fault_values:
@@ -224,26 +254,25 @@ class Point:
         if self.bad:
             self._good(t, x, out)
         if self.has_prev:
-            dt = (t - self.prev_t) & TICKS_MASK
+            dt = (t - st[PREV_]) & TICKS_MASK
             if dt > self.gap:
                 dt = self.gap
         else:
             dt = 0
             self.has_prev = True
-        self.prev_t = t
+        st[PREV_] = t & TICKS_MASK
         r = self.ring
         if r is not None:
             r.push(x)
         if self.stuck:
-            pst = self.pst
-            d = x - pst[RUNX_]
+            d = x - st[RUNX_]
             if -self.tol <= d <= self.tol:
-                pst[RUN_] += 1
-                if pst[RUN_] >= self.stuck_n and not self.stuck_c.cause:
+                st[RUN_] += 1
+                if st[RUN_] >= self.stuck_n and not self.stuck_c.cause:
                     self.stuck_c.apply(RAISE, t, x, out)
             else:
-                pst[RUNX_] = x
-                pst[RUN_] = 1
+                st[RUNX_] = x
+                st[RUN_] = 1
                 if self.stuck_c.cause:
                     self.stuck_c.apply(CLEAR, t, x, out)
         for d in self.detectors:
@@ -287,13 +316,11 @@ class Point:
         stuck_on = self.stuck_c.cause
         r = self.ring
         j0 = j
-        if r is not None and self.viper and isinstance(xs, array):
-            prm = self.vprm
-            prm[1] = xq if xq < 0x7FFFFFFF else 0x7FFFFFFF
-            prm[5] = 1 if stuck_on else 0
-            j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st, prm)  # type: ignore[misc]
+        if self.viper and isinstance(xs, array):
+            # st[XQ_] and st[STUCKON_] are current (_refresh_quiet)
+            j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st)  # type: ignore[misc,union-attr]
         else:
-            pst = self.pst
+            pst = self.st
             tol = self.tol
             run_x = pst[RUNX_]
             run = pst[RUN_]
@@ -365,9 +392,10 @@ class Point:
             pst[RUNX_] = run_x
             pst[RUN_] = run
         if j > j0:
-            t = ts[j - 1]
-            self.last_rx = t
-            self.prev_t = t
+            t = ts[j - 1] & TICKS_MASK
+            st = self.st
+            st[RX_] = t
+            st[PREV_] = t
             for d in self.detectors:
                 d.quiet_done()
         return j
@@ -406,7 +434,8 @@ class Point:
 
     def invalid(self, t, out):
         """A reading that is not a number at all (NaN, inf from a float register): a fault."""
-        self.last_rx = t
+        self.st[RX_] = t & TICKS_MASK
+        self.rx = True
         if self.comms_c.cause:
             self.comms_c.apply(CLEAR, t, None, out)
         for f in self.fault_list:
@@ -417,17 +446,13 @@ class Point:
         if not c.cause:
             c.apply(RAISE, t, None, out)
         self.bad = True
-        self.xq = self.lo
+        self._quiet_off()
 
     def tick(self, t, out):
         """Call when a poll brought nothing new: raises no_response after the timeout."""
-        if (
-            self.last_rx is not None
-            and not self.comms_c.cause
-            and (t - self.last_rx) & TICKS_MASK >= self.timeout
-        ):
+        if self.rx and not self.comms_c.cause and (t - self.st[RX_]) & TICKS_MASK >= self.timeout:
             self.comms_c.apply(RAISE, t, None, out)
-            self.xq = self.lo
+            self._quiet_off()
 
     def ack(self, t, out, actor=None):
         """Acknowledge every active condition (ACTIVE -> ACKNOWLEDGED)."""
@@ -503,3 +528,7 @@ class Point:
         if r is None or not r.n:
             return None
         return [r.min(), r.max(), r.mean_floor(), r.n]
+
+
+if fastpath.feed is not None:
+    Point.feed = fastpath.feed  # type: ignore[assignment]

@@ -65,9 +65,22 @@ HMAX_ = const(4)  # max queue: head slot
 CMAX_ = const(5)  # max queue: entries
 HMIN_ = const(6)  # min queue: head slot
 CMIN_ = const(7)
-RUNX_ = const(8)  # words 8-9 belong to the owner: Point's stuck-sensor run (value, length)
+RUNX_ = const(8)  # words 8.. belong to the owner: Point's stuck-sensor run (value, length)
 RUN_ = const(9)
-STATE_WORDS = const(10)
+RING_WORDS = const(10)  # the words clear() resets
+# Point's words, read by its viper fast paths (fastpath.py) in the same array
+LO_ = const(10)  # lowest valid sample
+XQ_ = const(11)  # quiet bound: samples in lo .. xq-1 change no condition (xq <= lo: none)
+TOL_ = const(12)  # stuck tolerance
+LAST_ = const(13)  # stuck run length that raises, minus one
+STUCK_ = const(14)  # stuck check on (1/0)
+STUCKON_ = const(15)  # stuck_sensor cause present (1/0)
+VAR_ = const(16)  # ring keeps s2 (1/0)
+W_ = const(17)  # window
+RX_ = const(18)  # time of the last sample, ms mod 2**30
+PREV_ = const(19)  # time of the last valid sample, ms mod 2**30
+VIPER_ = const(20)  # the viper fast paths serve this point (1/0)
+STATE_WORDS = const(21)
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -166,7 +179,7 @@ class Ring:
     def clear(self):
         """Forget every sample (the storage is kept)."""
         st = self.st
-        for k in range(STATE_WORDS):
+        for k in range(RING_WORDS):
             st[k] = 0
 
     # Read-only views of the state words (reporting and tests; the hot paths index ``st``).

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 from emberlink.firmware.config import build_detectors
+from emberlink.tools import micropython
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,3 +94,68 @@ def test_fast_paths_equal_the_full_pass(i: int, seq: list[tuple[int, object]]) -
     full = _run(CONFIGS[i], seq, "full")
     assert _run(CONFIGS[i], seq, "feed") == full
     assert _run(CONFIGS[i], seq, "block") == full
+
+
+def test_state_word_numbers_agree() -> None:
+    """fastpath.py repeats ring.py's state-word numbers as local consts (viper needs them)."""
+    from emberlink.firmware import fastpath, ring
+
+    for name, k in fastpath.WORDS.items():
+        assert getattr(ring, name) == k, name
+
+
+@pytest.mark.micropython
+def test_viper_fast_paths_equal_the_full_pass_on_micropython() -> None:
+    """On micropython feed is the viper fastpath.feed and feed_block uses quiet_ring: random
+    sequences give the full pass's events through both, and the same events as CPython."""
+    cfgs = [dict(c, range=[0, 4000]) for c in CONFIGS]
+    cfgs.append(
+        {
+            "input": "current",
+            "range": [0, 4095],
+            "window": 64,
+            "overcurrent": {
+                "inverse": {"curve": "iec_si", "pickup": 2000, "tms": 0.1},
+                "definite": {"pickup": 2600, "delay_ms": 200},
+                "latching": False,
+            },
+        }
+    )
+    proc = micropython.run(
+        script=Path(__file__).with_name("mp_fastpaths.py"),
+        args=["1", "12"],
+        stdin=json.dumps(cfgs).encode(),
+    )
+    rows = [json.loads(x) for x in proc.stdout.decode().splitlines() if x.strip()]
+    assert len(rows) == 12 * len(cfgs)
+    check = micropython.run(
+        code="from emberlink.firmware import fastpath, point\n"
+        "print(point.Point.feed is fastpath.feed, fastpath.quiet_ring is not None)\n"
+    )
+    assert check.stdout.decode().split() == ["True", "True"]
+    events = 0
+    for r in rows:
+        assert r["feed"] == r["full"], (r["config"], r["seed"])
+        assert r["block"] == r["full"], (r["config"], r["seed"])
+        seq = [(dt, v) for dt, v in r["seq"]]
+        assert _run_cpython(cfgs[r["config"]], seq) == r["full"]
+        events += len(r["full"])
+    assert events > 0
+
+
+def _run_cpython(cfg: dict, seq: list[tuple[int, object]]) -> list:
+    p = build_detectors(cfg, 3)
+    out: list = []
+    t = 0
+    for dt, v in seq:
+        t += dt
+        if isinstance(v, int):
+            p.feed(t, v, out)
+        elif v == "tick":
+            t += 200000
+            p.tick(t, out)
+        elif v == "reset":
+            p.reset(t, out)
+        else:
+            p.ack(t, out)
+    return [[tt, json.loads(json.dumps(e.fields()))] for tt, e in out]
