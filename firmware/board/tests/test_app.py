@@ -159,3 +159,62 @@ async def test_kill_9_and_restart_loses_no_event(tmp_path, broker) -> None:  # t
     assert all(b.flags & codes.BF_REPLAYED for b in replayed if b.boot == 1)
     assert has_alarms(sub.messages)
     assert {b for b, _, _ in evs} >= {1, 2}
+
+
+async def run_pi_gateway(tmp: Path, port: int, gw: int) -> list:  # type: ignore[type-arg]
+    """The Pi gateway (edge/) on the same scenario: the events it published."""
+    from emberlink.edge.service import Gateway
+
+    site = make_site(tmp, port, gw)
+    sub = Subscriber(port, f"el/v1/{gw}/#")
+    try:
+        async with simulator.Site(gwconfig.load(site)) as sim:
+            sim.device(f"acrel_asj-{ASJ}").set("residual_current", 20)
+            g = Gateway(gwconfig.load(site), client_id=f"pi-{gw}")
+            task = asyncio.create_task(g.run())
+            await asyncio.sleep(1)
+            await scenario(sim)
+            await wait(lambda: has_alarms(sub.messages), 30)
+            await asyncio.sleep(2)
+            g.stop()
+            await asyncio.wait_for(task, 20)
+    finally:
+        sub.close()
+    return events(sub.messages)
+
+
+async def run_board(tmp: Path, port: int, gw: int) -> list:  # type: ignore[type-arg]
+    site = make_site(tmp, port, gw)
+    cfg = board_cfg(site, tmp, port)
+    sub = Subscriber(port, f"el/v1/{gw}/#")
+    try:
+        async with simulator.Site(gwconfig.load(site)) as sim:
+            sim.device(f"acrel_asj-{ASJ}").set("residual_current", 20)
+            proc = mp_popen(HERE / "mp_app.py", [str(cfg), "0"])
+            try:
+                await asyncio.sleep(1)
+                await scenario(sim)
+                await wait(lambda: has_alarms(sub.messages), 30)
+                await asyncio.sleep(2)
+            finally:
+                proc.kill()
+                proc.wait(5)
+    finally:
+        sub.close()
+    return events(sub.messages)
+
+
+async def test_the_same_alarms_as_the_pi_gateway(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "pi").mkdir()
+    (tmp_path / "board").mkdir()
+    pi = await run_pi_gateway(tmp_path / "pi", broker.port, 91)
+    board = await run_board(tmp_path / "board", broker.port, 92)
+    want = alarms(pi)
+    assert (codes.FIRE_ALARM, RC_SRC, RC_CODE, 1) in want  # the scenario did its job on the Pi
+    assert alarms(board) == want
+    # the same detector evidence on both: flags (latched) and units of the alarm events
+    def evidence(evs):  # type: ignore[no-untyped-def]
+        return {(e.kind, e.src, e.fields().get("eflags"), e.fields().get("unit"),
+                 e.fields().get("exp")) for _, _, e in evs if e.kind in codes.PRIORITY_KINDS}  # fmt: skip
+
+    assert evidence(board) == evidence(pi)
