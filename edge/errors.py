@@ -30,7 +30,14 @@ class ModbusRequestError(EdgeError):
 
 
 class NoResponseError(ModbusRequestError, TimeoutError):
-    """No (valid) answer before the request's deadline: a silent or absent unit, or a bad frame."""
+    """No (valid) answer before the request's deadline: a silent or absent unit, or a bad frame.
+
+    ``code`` is the condition: 55 no_response, 56 bad_frame (bytes came back, no valid frame).
+    """
+
+    def __init__(self, unit: int, address: int, detail: str, code: int = 55) -> None:
+        super().__init__(unit, address, detail)
+        self.code = code
 
 
 class ExceptionResponseError(ModbusRequestError):

@@ -38,6 +38,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
 from .config import DEFAULT_TCP_TIMEOUT_MS, BusConfig, DeviceConfig
+from .errors import ExceptionResponseError, NoResponseError
 
 log = logging.getLogger("emberlink.poller")
 
@@ -125,12 +126,6 @@ class PollSink(Protocol):
 
 class Clock(Protocol):
     def now_ms(self) -> int: ...
-
-
-class _Failure(Exception):
-    def __init__(self, code: int, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
 
 
 class Link:
@@ -232,7 +227,7 @@ class Link:
             ok = False
             log.debug("bus %s connect: %s", self.bus.id, e)
         if not ok:
-            raise _Failure(55, f"cannot open {self.bus.device or self.bus.host}")
+            raise NoResponseError(0, 0, f"cannot open {self.bus.device or self.bus.host}")
         return self._client
 
     def close(self) -> None:
@@ -298,11 +293,11 @@ class Link:
         r.due = nxt if nxt > start else start + r.period_s  # late: skip, never burst to catch up
         try:
             regs = await self._request(r)
-        except _Failure as f:
+        except NoResponseError as f:
             self.busy_s += loop.time() - start
             self._failed(d, f.code, str(f), loop.time())
             return
-        except _ExceptionAnswer as e:
+        except ExceptionResponseError as e:
             self.busy_s += loop.time() - start
             self._exception(r, e.code, loop.time())
             return
@@ -316,6 +311,7 @@ class Link:
 
     async def _request(self, r: Read) -> list[int]:
         client = await self._ensure_client()
+        unit, addr = r.device.unit, r.block["address"]
         client.ctx.comm_params.timeout_connect = r.deadline_s
         self._rx = 0
         self.requests += 1
@@ -331,21 +327,21 @@ class Link:
         except TimeoutError:
             # pymodbus did not return within its own deadline: start the link afresh
             self.close()
-            raise _Failure(55, "no answer (outer deadline)") from None
+            raise NoResponseError(unit, addr, "no answer (outer deadline)") from None
         except ConnectionException as e:
             self.close()
-            raise _Failure(55, f"link: {e}") from None
+            raise NoResponseError(unit, addr, f"link: {e}") from None
         except ModbusException as e:
             code = 56 if self._rx else 55  # bytes came back but no valid frame: bad frame
-            raise _Failure(code, str(e)) from None
+            raise NoResponseError(unit, addr, str(e), code) from None
         if rr.isError():
             exc = int(getattr(rr, "exception_code", 0) or 0)
             if exc in (10, 11):
-                raise _Failure(55, f"gateway exception {exc}")
-            raise _ExceptionAnswer(exc)
+                raise NoResponseError(unit, addr, f"gateway exception {exc}")
+            raise ExceptionResponseError(unit, addr, exc)
         regs = list(rr.registers)
         if len(regs) < r.count:
-            raise _Failure(56, f"short answer: {len(regs)} of {r.count} registers")
+            raise NoResponseError(unit, addr, f"short answer: {len(regs)} of {r.count}", 56)
         return regs[: r.count]
 
     def _answered(self, d: Device) -> None:
@@ -402,12 +398,6 @@ class Link:
         if exc not in d.faults:
             d.faults.add(exc)
             self.sink.on_device_fault(d, exc, True, self.clock.now_ms())
-
-
-class _ExceptionAnswer(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(f"exception {code}")
-        self.code = code
 
 
 class WallClock:

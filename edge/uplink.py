@@ -35,6 +35,7 @@ from emberlink.protocol.errors import ProtocolError
 from emberlink.protocol.messages import Batch, Event
 
 from .config import MqttConfig
+from .errors import UplinkError
 from .outbox import ALARM_LANE, BULK_LANE, Outbox, Pending
 
 log = logging.getLogger("emberlink.uplink")
@@ -139,7 +140,7 @@ class Uplink:
                     self.connects += 1
                     log.info("connected to %s:%s", self.cfg.host, self.cfg.port)
                     await self._session(client)
-            except (aiomqtt.MqttError, OSError, TimeoutError) as e:
+            except (aiomqtt.MqttError, UplinkError, OSError, TimeoutError) as e:
                 log.warning("uplink: %s", e)
             finally:
                 self._client = None
@@ -250,7 +251,7 @@ class Uplink:
                     either: list[asyncio.Future[Any]] = [waiter, failed]
                     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
-            raise aiomqtt.MqttError(f"publish failed: {failed.result()}")
+            raise UplinkError(f"publish failed: {failed.result()}")
         finally:
             for t in tasks:
                 t.cancel()
