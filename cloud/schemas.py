@@ -342,3 +342,291 @@ class IngestResult(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+# ---- maintenance ------------------------------------------------------------------------------
+
+VisitKind = Literal["monthly_check", "annual_test", "repair", "patrol"]
+ItemResult = Literal["pass", "fail", "na", "not_accessible"]
+Severity = Literal["minor", "major", "critical"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Millis = Annotated[int, Field(ge=0, le=253_402_300_799_999)]  # up to the year 9999
+MaintSystem = Literal[
+    "fire_alarm",
+    "electrical_fire",
+    "sprinkler",
+    "hydrant",
+    "gas_extinguishing",
+    "smoke_control",
+    "fire_doors",
+    "emergency_lighting",
+    "extinguishers",
+]
+
+
+# One requirement of the catalogue (read-only; versions live in code)
+class RequirementPublic(_Out):
+    code: str
+    system: str
+    title: str
+    method: str
+    interval_months: int
+    anchor: str
+    first_after_months: int | None
+    grace_days: int
+    escalate_days: int
+    lead_days: int
+    limit_min: float | None
+    limit_max: float | None
+    limit_unit: str
+    event_kinds: list[int]
+    annual_test: bool
+    source: str
+
+
+# A catalogue version and its requirements
+class CataloguePublic(BaseModel):
+    version: str
+    systems: dict[str, str]
+    requirements: list[RequirementPublic]
+
+
+# Service firm to register
+class FirmCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    cert_no: str = Field(min_length=1, max_length=100)
+    cert_expires_ms: Millis
+    qualified: bool = True
+
+
+# Service firm as returned
+class FirmPublic(_Out):
+    id: int
+    name: str
+    cert_no: str
+    cert_expires_ms: int
+    qualified: bool
+
+
+# Technician of a firm to register
+class TechnicianCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    cert_no: str = Field(min_length=1, max_length=100)
+    cert_expires_ms: Millis
+
+
+# Technician as returned
+class TechnicianPublic(_Out):
+    id: int
+    firm_id: int
+    name: str
+    cert_no: str
+    cert_expires_ms: int
+
+
+# Make a contractor user a member of a firm
+class FirmUserCreate(_In):
+    user_id: RowRef
+
+
+# Contract to register: a firm maintains a unit's systems for a period
+class ContractCreate(_In):
+    firm_id: RowRef
+    unit_id: RowRef
+    starts_ms: Millis
+    ends_ms: Millis
+    systems: list[MaintSystem] = Field(min_length=1, max_length=20)
+    in_service_ms: Millis
+    catalogue_version: str | None = Field(default=None, max_length=40)
+
+
+# Contract as returned
+class ContractPublic(_Out):
+    id: int
+    firm_id: int
+    unit_id: int
+    starts_ms: int
+    ends_ms: int
+    systems: list[str]
+    catalogue_version: str
+    in_service_ms: int
+
+
+# One member of a visit's crew
+class CrewMember(_In):
+    technician_id: RowRef
+    role: Literal["lead", "tech"]
+
+
+# Open a check window for a unit (a visit)
+class VisitCreate(_In):
+    contract_id: RowRef
+    kind: VisitKind
+    crew: list[CrewMember] = Field(min_length=1, max_length=20)
+    started_ms: Millis | None = None  # default: now
+
+
+# One item result to record
+class ItemCreate(_In):
+    code: str = Field(min_length=1, max_length=40)
+    gateway_id: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+    src: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+    result: ItemResult
+    measured: float | None = Field(default=None, allow_inf_nan=False)
+    note: str = Field(default="", max_length=2000)
+
+
+# An item as returned, with its evidence
+class ItemPublic(_Out):
+    id: int
+    code: str
+    gateway_id: int | None
+    src: int | None
+    result: str
+    measured: float | None
+    note: str
+    within_limits: bool | None
+    evidence: list[dict[str, object]]
+    flag: str | None
+
+
+# A defect to record on a visit
+class DefectCreate(_In):
+    item_code: str | None = Field(default=None, max_length=40)
+    severity: Severity
+    description: str = Field(min_length=1, max_length=2000)
+
+
+# Close a defect: what was done and the evidence (an uploaded attachment's hash)
+class DefectClose(_In):
+    rectification: str = Field(min_length=1, max_length=2000)
+    evidence_sha256: Sha256
+
+
+# A defect as returned
+class DefectPublic(_Out):
+    id: int
+    visit_id: int
+    unit_id: int
+    item_code: str | None
+    severity: str
+    description: str
+    found_ms: int
+    due_ms: int
+    rectification: str | None
+    closed_ms: int | None
+    closed_by: str | None
+    closure_sha256: str | None
+
+
+# An attachment (content by hash)
+class AttachmentPublic(_Out):
+    sha256: str
+    name: str
+    media_type: str
+    size: int
+
+
+# The unit's fire-safety manager signs in person (name and how)
+class ManagerSignature(_In):
+    name: str = Field(min_length=1, max_length=200)
+    method: Literal["on_screen", "paper_scan", "pin"]
+    image_sha256: Sha256 | None = None
+
+
+# Sign a closed visit: the contractor's lead technician and the unit's manager
+class VisitSign(_In):
+    lead_technician_id: RowRef
+    lead_image_sha256: Sha256 | None = None
+    manager: ManagerSignature
+
+
+# A correction of a signed visit: a new revision, with the reason
+class VisitCorrect(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+# A visit as returned: the record, its items with evidence and what the gateways reported
+class VisitPublic(_Out):
+    id: int
+    root_id: int | None
+    revision: int
+    supersedes_id: int | None
+    correction_reason: str | None
+    unit_id: int
+    contract_id: int
+    firm_id: int
+    kind: str
+    status: str
+    started_ms: int
+    ended_ms: int | None
+    crew: list[dict[str, object]]
+    created_by: str
+    signed_ms: int | None
+    signatures: dict[str, object] | None
+    content_hash: str | None
+    retention_until_ms: int | None
+    items: list[ItemPublic]
+    defects: list[DefectPublic]
+    attachments: list[AttachmentPublic]
+    flagged: int
+    device_issues: list[dict[str, object]]
+
+
+# A page of visits (summaries: no items)
+class VisitSummary(_Out):
+    id: int
+    root_id: int | None
+    revision: int
+    unit_id: int
+    contract_id: int
+    kind: str
+    status: str
+    started_ms: int
+    ended_ms: int | None
+    signed_ms: int | None
+
+
+class VisitsPublic(BaseModel):
+    data: list[VisitSummary]
+    count: int
+
+
+# One requirement's state for a unit on a day
+class ScheduleRow(BaseModel):
+    code: str
+    system: str
+    title: str
+    interval_months: int
+    contract_id: int
+    firm_id: int
+    state: str
+    next_due: str | None
+    last_done: str | None
+    missed: int
+
+
+# A unit's schedule on a day
+class SchedulePublic(BaseModel):
+    unit_id: int
+    on: str
+    rows: list[ScheduleRow]
+    reminders: list[str]
+
+
+# One audit entry (append-only, hash-chained)
+class AuditPublic(_Out):
+    id: int
+    at_ms: int
+    actor: str
+    action: str
+    entity: str
+    entity_id: int
+    detail: dict[str, object]
+    prev_hash: str
+    hash: str
+
+
+class AuditsPublic(BaseModel):
+    data: list[AuditPublic]
+    chain_ok: bool

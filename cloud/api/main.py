@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from .routes import alarms, events, fleet, gateways, ingest, registry, users
+from .routes import alarms, events, fleet, gateways, ingest, maintenance, registry, users
 
 api_router = APIRouter()
 for r in (
@@ -13,5 +13,6 @@ for r in (
     alarms.router,
     users.router,
     ingest.router,
+    maintenance.router,
 ):
     api_router.include_router(r)

@@ -1,0 +1,276 @@
+"""Reports: a unit's month, the annual test report (CSV and PDF), overdue per firm, compliance.
+
+PDFs use fpdf2's core Helvetica (Latin-1); text outside Latin-1 (Chinese names) is written as
+``\\uXXXX`` escapes rather than failing, so no CJK font is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from fpdf import FPDF
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import models
+from . import service
+from .service import CATALOGUES, local_date
+
+ITEM_COLUMNS = [
+    "visit_id",
+    "revision",
+    "date",
+    "kind",
+    "firm",
+    "code",
+    "title",
+    "result",
+    "measured",
+    "limit",
+    "within_limits",
+    "evidence",
+    "flag",
+]
+
+
+def _limit(req: Any) -> str:
+    if req is None or (req.limit_min is None and req.limit_max is None):
+        return ""
+    lo = "" if req.limit_min is None else f">= {req.limit_min:g}"
+    hi = "" if req.limit_max is None else f"<= {req.limit_max:g}"
+    return " ".join(p for p in (lo, hi) if p) + f" {req.limit_unit}".rstrip()
+
+
+def _visits(
+    session: Session, unit_id: int, first: date, last: date, kinds: Sequence[str] | None = None
+) -> list[models.MaintVisit]:
+    return [
+        v
+        for v in service.current_signed(session, [unit_id])
+        if first <= local_date(v.started_ms) <= last and (kinds is None or v.kind in kinds)
+    ]
+
+
+def item_rows(session: Session, visits: Sequence[models.MaintVisit]) -> list[dict[str, Any]]:
+    rows = []
+    for v in visits:
+        content = service.visit_content(session=session, visit=v)
+        contract = session.get(models.MaintContract, v.contract_id)
+        assert contract is not None
+        firm = session.get(models.MaintFirm, contract.firm_id)
+        reqs = service.requirements(contract.catalogue_version)
+        for i in content["items"]:
+            req = reqs.get(i["code"])
+            rows.append(
+                {
+                    "visit_id": v.id,
+                    "revision": v.revision,
+                    "date": local_date(v.started_ms).isoformat(),
+                    "kind": v.kind,
+                    "firm": firm.name if firm else "",
+                    "code": i["code"],
+                    "title": req.title if req else "",
+                    "result": i["result"],
+                    "measured": "" if i["measured"] is None else f"{i['measured']:g}",
+                    "limit": _limit(req),
+                    "within_limits": {None: "", True: "yes", False: "NO"}[i["within_limits"]],
+                    "evidence": "; ".join(e["text"] for e in i["evidence"]),
+                    "flag": i["flag"] or "",
+                }
+            )
+    return rows
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in columns})
+    return buf.getvalue()
+
+
+def latin1(text: str) -> str:
+    return text.encode("latin-1", "backslashreplace").decode("latin-1")
+
+
+class _Pdf(FPDF):
+    def __init__(self, title: str) -> None:
+        super().__init__(orientation="L", format="A4")
+        self.title_text = latin1(title)
+        self.set_title(self.title_text)
+        self.set_creator("EmberLink")
+        self.set_auto_page_break(auto=True, margin=12)
+
+    def header(self) -> None:
+        self.set_font("Helvetica", "B", 12)
+        self.cell(0, 8, self.title_text, new_x="LMARGIN", new_y="NEXT")
+        self.ln(1)
+
+    def footer(self) -> None:
+        self.set_y(-10)
+        self.set_font("Helvetica", "", 7)
+        self.cell(0, 5, f"EmberLink maintenance record - page {self.page_no()}", align="R")
+
+    def line_text(self, text: str, size: int = 8, bold: bool = False) -> None:
+        self.set_font("Helvetica", "B" if bold else "", size)
+        self.multi_cell(0, 4.5, latin1(text), new_x="LMARGIN", new_y="NEXT")
+
+
+def render_pdf(
+    title: str,
+    unit: models.Unit,
+    session: Session,
+    visits: Sequence[models.MaintVisit],
+    extra: Sequence[str] = (),
+) -> bytes:
+    pdf = _Pdf(title)
+    pdf.add_page()
+    pdf.line_text(f"Unit: {unit.name} ({unit.kind}), {unit.address}")
+    for line in extra:
+        pdf.line_text(line, bold=True)
+    if not visits:
+        pdf.line_text("No signed visits in this period.")
+    for v in visits:
+        content = service.visit_content(session=session, visit=v)
+        pdf.ln(2)
+        pdf.line_text(
+            f"Visit {v.id} rev {v.revision}: {v.kind} on {local_date(v.started_ms)}"
+            + (f" (correction: {v.correction_reason})" if v.correction_reason else ""),
+            size=10,
+            bold=True,
+        )
+        crew = ", ".join(f"{m['name']} ({m['role']}, {m['cert_no']})" for m in v.crew)
+        pdf.line_text(f"Crew: {crew}")
+        sig = v.signatures or {}
+        lead = sig.get("contractor_lead", {})
+        mgr = sig.get("unit_safety_manager", {})
+        pdf.line_text(
+            f"Signed by {lead.get('name')} for {lead.get('firm')} (cert {lead.get('firm_cert_no')})"
+            f" and {mgr.get('name')} ({mgr.get('method')}); content hash {v.content_hash}"
+        )
+        for r in item_rows(session, [v]):
+            pdf.line_text(
+                f"  {r['code']}  {r['result'].upper():<6} {r['measured']} {r['limit']}"
+                f" {r['title']}"
+                + (f"  | {r['evidence']}" if r["evidence"] else "")
+                + (f"  | REVIEW: {r['flag']}" if r["flag"] else "")
+            )
+        for d in content["defects"]:
+            pdf.line_text(f"  Defect ({d['severity']}): {d['description']}")
+        for issue in content["evidence"]["device_issues"]:
+            pdf.line_text(f"  Since last visit: {issue['text']}")
+    return bytes(pdf.output())
+
+
+def month_bounds(month: str) -> tuple[date, date]:
+    year, m = (int(p) for p in month.split("-"))
+    first = date(year, m, 1)
+    nxt = date(year + (m == 12), m % 12 + 1, 1)
+    return first, date.fromordinal(nxt.toordinal() - 1)
+
+
+def monthly(session: Session, unit: models.Unit, month: str, fmt: str) -> tuple[bytes, str]:
+    first, last = month_bounds(month)
+    visits = _visits(session, unit.id, first, last)
+    if fmt == "csv":
+        return to_csv(item_rows(session, visits), ITEM_COLUMNS).encode(), "text/csv"
+    title = f"Maintenance record {month} - {unit.name}"
+    return render_pdf(title, unit, session, visits), "application/pdf"
+
+
+def annual_coverage(session: Session, unit: models.Unit, year: int) -> list[dict[str, Any]]:
+    """Each annual-test requirement of the unit's contracts and when it was done that year."""
+    done = service.completions(session, unit.id)
+    C = models.MaintContract
+    rows, seen = [], set()
+    for c in session.scalars(select(C).where(C.unit_id == unit.id).order_by(C.id)):
+        for req in CATALOGUES[c.catalogue_version]:
+            if not req.annual_test or req.system not in c.systems or req.code in seen:
+                continue
+            seen.add(req.code)
+            days = [d for d in done.get(req.code, []) if d.year == year]
+            rows.append(
+                {
+                    "code": req.code,
+                    "title": req.title,
+                    "done": min(days).isoformat() if days else "NOT DONE",
+                    "source": req.source,
+                }
+            )
+    return rows
+
+
+def annual(session: Session, unit: models.Unit, year: int, fmt: str) -> tuple[bytes, str]:
+    visits = _visits(session, unit.id, date(year, 1, 1), date(year, 12, 31), ["annual_test"])
+    coverage = annual_coverage(session, unit, year)
+    if fmt == "csv":
+        rows = item_rows(session, visits)
+        body = to_csv(rows, ITEM_COLUMNS) + "\n" + to_csv(coverage, ["code", "title", "done"])
+        return body.encode(), "text/csv"
+    extra = [f"{r['code']}: {r['done']} - {r['title']}" for r in coverage]
+    if unit.kind == "key_unit":
+        extra.append(f"Key unit: file this record with the fire authority by {year}-12-31.")
+    title = f"Annual test report {year} - {unit.name}"
+    return render_pdf(title, unit, session, visits, extra), "application/pdf"
+
+
+BAD_STATES = ("grace", "overdue", "escalated")
+
+
+def overdue(session: Session, on: date, firm_id: int | None) -> list[dict[str, Any]]:
+    """Requirements past due on ``on``, per firm (one firm if ``firm_id``)."""
+    firms = {f.id: f for f in session.scalars(select(models.MaintFirm))}
+    out: dict[int, dict[str, Any]] = {}
+    units = {c.unit_id for c in session.scalars(select(models.MaintContract))}
+    for unit_id in sorted(units):
+        unit = session.get(models.Unit, unit_id)
+        assert unit is not None
+        for r in service.unit_schedule(session=session, unit=unit, on=on).rows:
+            if r.state not in BAD_STATES or (firm_id is not None and r.firm_id != firm_id):
+                continue
+            entry = out.setdefault(
+                r.firm_id, {"firm_id": r.firm_id, "firm": firms[r.firm_id].name, "items": []}
+            )
+            entry["items"].append(
+                {"unit_id": unit.id, "unit": unit.name, **r.model_dump(exclude={"firm_id"})}
+            )
+    return [out[k] for k in sorted(out)]
+
+
+def compliance(session: Session, on: date) -> list[dict[str, Any]]:
+    """Per unit under contract: requirement states, open and late defects, last signed visit."""
+    D = models.MaintDefect
+    on_end = service.day_start_ms(on) + service.DAY_MS
+    rows = []
+    units = sorted({c.unit_id for c in session.scalars(select(models.MaintContract))})
+    for unit_id in units:
+        unit = session.get(models.Unit, unit_id)
+        assert unit is not None
+        sched = service.unit_schedule(session=session, unit=unit, on=on)
+        counts: dict[str, int] = {}
+        for r in sched.rows:
+            counts[r.state] = counts.get(r.state, 0) + 1
+        defects = list(
+            session.scalars(select(D).where(D.unit_id == unit_id, D.closed_ms.is_(None)))
+        )
+        signed = service.current_signed(session, [unit_id])
+        rows.append(
+            {
+                "unit_id": unit_id,
+                "unit": unit.name,
+                "states": counts,
+                "compliant": not any(counts.get(s) for s in ("overdue", "escalated")),
+                "open_defects": len(defects),
+                "late_defects": sum(1 for d in defects if d.due_ms < on_end),
+                "last_signed_visit": (
+                    local_date(signed[-1].started_ms).isoformat() if signed else None
+                ),
+                "reminders": sched.reminders,
+            }
+        )
+    return rows
