@@ -453,21 +453,23 @@ class Overcurrent:
                     c.apply(RAISE, t, x, out)
             elif c.cause and x <= inv.dropout:
                 c.apply(CLEAR, t, x, out)
-        if self.dt_pickup:
+        p = self.dt_pickup
+        if p:
             c = self.dt_c
-            if x > self.dt_pickup:
+            if x > p:
                 if not self.timing:
                     self.timing = True
                     self.t0 = t
-                if not c.cause and elapsed(t, self.t0) >= self.dt_delay:
+                if not c.cause and (t - self.t0) & TICKS_MASK >= self.dt_delay:
                     c.apply(RAISE, t, x, out)
             elif x <= self.dt_drop:
                 self.timing = False
                 if c.cause:
                     c.apply(CLEAR, t, x, out)
-        if self.inst_pickup:
+        p = self.inst_pickup
+        if p:
             c = self.inst_c
-            if x >= self.inst_pickup:
+            if x >= p:
                 if not c.cause:
                     c.apply(RAISE, t, x, out)
             elif c.cause and x <= self.inst_drop:

@@ -199,22 +199,28 @@ class InverseTime:
         r = self.rate
         tripped = False
         if r > 0:
-            need = ONE - self.acc
-            if rate_reaches(r, dt, need):
+            acc = self.acc
+            # rate_reaches(r, dt, ONE - acc), inlined
+            if (r * dt >= ONE - acc) if dt < 32 else (dt >= (ONE - acc + r - 1) // r):
                 self.acc = 0
                 tripped = True
             else:
-                self.acc += r * dt
+                self.acc = acc + r * dt
         elif r < 0 and self.acc:
             r = -r
             if rate_reaches(r, dt, self.acc):
                 self.acc = 0
             else:
                 self.acc -= r * dt
-        if x > self.pickup:
+        pickup = self.pickup
+        if x > pickup:
             # beyond M_MAX the rate stays at its M_MAX value (and x << 11 stays small)
-            q = self.qmax if x >= self.xmax else (x << M_SHIFT) // self.pickup
-            self.rate = _interp(self.table, q)
+            q = self.qmax if x >= self.xmax else (x << M_SHIFT) // pickup
+            # _interp(self.table, q), inlined
+            tab = self.table
+            k = q >> M_STEP_SHIFT
+            r = tab[k]
+            self.rate = r + (((tab[k + 1] - r) * (q & 0xFF)) >> M_STEP_SHIFT)
         elif x <= self.dropout:
             if self.policy == 0:
                 self.acc = 0
@@ -222,7 +228,7 @@ class InverseTime:
             elif self.policy == 1:
                 self.rate = -self.reset_rate
             else:
-                self.rate = -_interp(self.rtable, (x << M_SHIFT) // self.pickup)
+                self.rate = -_interp(self.rtable, (x << M_SHIFT) // pickup)
         else:
             self.rate = 0  # between dropout and pickup the accumulator holds
         return tripped

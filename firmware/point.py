@@ -159,32 +159,95 @@ class Point:
             # Quiet sample: every detector is idle and x is below anything that could make one
             # act (``xq``, refreshed after each full pass), so only the ring, the stuck-run
             # counter and the times move -- exactly what the full pass would do.
-            ok = True
             st = self.st
             if self.stuck:
                 d = x - st[RUNX_]
-                if -self.tol <= d <= self.tol:
+                tol = self.tol
+                if -tol <= d <= tol:
                     if st[RUN_] + 1 >= self.stuck_n and not self.stuck_c.cause:
-                        ok = False
-                    else:
-                        st[RUN_] += 1
+                        self._full(t, x, out)
+                        return
+                    st[RUN_] += 1
                 elif self.stuck_c.cause:
-                    ok = False
+                    self._full(t, x, out)
+                    return
                 else:
                     st[RUNX_] = x
                     st[RUN_] = 1
-            if ok:
-                t &= TICKS_MASK
-                st[RX_] = t
-                st[PREV_] = t
-                r = self.ring
-                if r is None:
-                    return
-                # Ring.push for the case that dominates (window full, no min queue), inlined
-                w = r.window
-                if st[N_] != w or r.track_min:
-                    r.push(x)
-                    return
+            t &= TICKS_MASK
+            st[RX_] = t
+            st[PREV_] = t
+            r = self.ring
+            if r is None:
+                return
+            # Ring.push for the case that dominates (window full, no min queue), inlined
+            w = r.window
+            if st[N_] != w or r.track_min:
+                r.push(x)
+                return
+            buf = r.buf
+            i = st[I_]
+            old = buf[i]
+            st[S_] += x - old
+            if r.variance:
+                st[S2_] += x * x - old * old
+            qv = r.qv
+            qi = r.qi
+            h = st[HMAX_]
+            c = st[CMAX_]
+            if qi[h] == i:
+                h = 0 if h == w - 1 else h + 1
+                st[HMAX_] = h
+                c -= 1
+            buf[i] = x
+            k = h + c - 1
+            if k >= w:
+                k -= w
+            while c and qv[k] <= x:
+                c -= 1
+                k = w - 1 if k == 0 else k - 1
+            k = 0 if k == w - 1 else k + 1
+            qv[k] = x
+            qi[k] = i
+            st[CMAX_] = c + 1
+            st[I_] = 0 if i == w - 1 else i + 1
+            return
+        self._full(t, x, out)
+
+    feed = pyfeed  # MicroPython: fastpath.feed (viper), which calls pyfeed or _full
+
+    def _full(self, t, x, out):
+        """The full pass: supervision, ring, stuck sensor, every detector; then the quiet bound."""
+        st = self.st
+        st[RX_] = t & TICKS_MASK
+        self.rx = True
+        if self.comms_c.cause:
+            self.comms_c.apply(CLEAR, t, None, out)
+        if self.nfv and x in self.fault_values:
+            self._fault_value(t, x, out)
+            self._refresh_quiet()
+            return
+        if x < self.lo or x > self.hi:
+            self._out_of_range(t, x, out)
+            self._refresh_quiet()
+            return
+        if self.bad:
+            self._good(t, x, out)
+        if self.has_prev:
+            dt = (t - st[PREV_]) & TICKS_MASK
+            if dt > self.gap:
+                dt = self.gap
+        else:
+            dt = 0
+            self.has_prev = True
+        st[PREV_] = t & TICKS_MASK
+        r = self.ring
+        if r is not None:
+            w = r.window
+            if st[N_] != w or r.track_min:
+                r.push(x)
+            else:
+                # Ring.push, full window and no min queue, inlined (as in pyfeed)
                 buf = r.buf
                 i = st[I_]
                 old = buf[i]
@@ -211,15 +274,38 @@ class Point:
                 qi[k] = i
                 st[CMAX_] = c + 1
                 st[I_] = 0 if i == w - 1 else i + 1
-                return
-        self._feed(t, x, out)
-        self._refresh_quiet()
-
-    feed = pyfeed  # MicroPython: fastpath.feed (viper), which calls pyfeed or _full
-
-    def _full(self, t, x, out):
-        self._feed(t, x, out)
-        self._refresh_quiet()
+        sc = self.stuck_c
+        if self.stuck:
+            d = x - st[RUNX_]
+            tol = self.tol
+            if -tol <= d <= tol:
+                run = st[RUN_] + 1
+                st[RUN_] = run
+                if run >= self.stuck_n and not sc.cause:
+                    sc.apply(RAISE, t, x, out)
+            else:
+                st[RUNX_] = x
+                st[RUN_] = 1
+                if sc.cause:
+                    sc.apply(CLEAR, t, x, out)
+        dets = self.detectors
+        for d in dets:
+            d.step(t, dt, x, out)
+        # _refresh_quiet, inlined: comms_c and bad are clear here and has_prev is set
+        xq = self.lo
+        if self.quiet_ok and not self.nfv:
+            xq = self.hi + 1
+            for d in dets:
+                q = d.quiet_below()
+                if q is None:
+                    xq = self.lo
+                    break
+                if q < xq:
+                    xq = q
+        self.xq = xq
+        if self.viper:
+            st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
+            st[STUCKON_] = 1 if sc.cause else 0
 
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
@@ -239,45 +325,6 @@ class Point:
         if self.viper:
             self.st[XQ_] = self.lo
 
-    def _feed(self, t, x, out):
-        st = self.st
-        st[RX_] = t & TICKS_MASK
-        self.rx = True
-        if self.comms_c.cause:
-            self.comms_c.apply(CLEAR, t, None, out)
-        if self.nfv and x in self.fault_values:
-            self._fault_value(t, x, out)
-            return
-        if x < self.lo or x > self.hi:
-            self._out_of_range(t, x, out)
-            return
-        if self.bad:
-            self._good(t, x, out)
-        if self.has_prev:
-            dt = (t - st[PREV_]) & TICKS_MASK
-            if dt > self.gap:
-                dt = self.gap
-        else:
-            dt = 0
-            self.has_prev = True
-        st[PREV_] = t & TICKS_MASK
-        r = self.ring
-        if r is not None:
-            r.push(x)
-        if self.stuck:
-            d = x - st[RUNX_]
-            if -self.tol <= d <= self.tol:
-                st[RUN_] += 1
-                if st[RUN_] >= self.stuck_n and not self.stuck_c.cause:
-                    self.stuck_c.apply(RAISE, t, x, out)
-            else:
-                st[RUNX_] = x
-                st[RUN_] = 1
-                if self.stuck_c.cause:
-                    self.stuck_c.apply(CLEAR, t, x, out)
-        for d in self.detectors:
-            d.step(t, dt, x, out)
-
     def feed_block(self, ts, xs, out, start=0, end=-1):
         """``feed`` for samples ``xs[start:end]`` at times ``ts[...]``: the same events, faster.
 
@@ -288,11 +335,12 @@ class Point:
         n = len(xs) if end < 0 else end
         j = start
         while j < n:
-            if self.quiet_ok:
+            if self.xq > self.lo:  # something can be quiet (xq <= lo: a detector is busy)
                 j = self._quiet_run(ts, xs, j, n)
                 if j >= n:
                     break
-            self.feed(ts[j], xs[j], out)
+            # sample j is not quiet (the quiet run stopped at it, or nothing is quiet now)
+            self._full(ts[j], xs[j], out)
             j += 1
 
     def _quiet_bound(self):
