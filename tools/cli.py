@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("emberlink.tools.simulator", "run a simulated site of Modbus devices"),
     "cloud": ("emberlink.cloud.cli", "cloud registry: serve | ingest | migrate"),
     "demo": ("emberlink.tools.demo", "the main job: a simulated site end to end"),
+    "maint": ("emberlink.tools.maint", "maintenance records for contractors in the field"),
 }
 
 
