@@ -571,6 +571,7 @@ class VisitPublic(_Out):
     attachments: list[AttachmentPublic]
     flagged: int
     device_issues: list[dict[str, object]]
+    evidence_window: list[int]  # the check window, widened by overlapping test-mode periods
 
 
 # A page of visits (summaries: no items)

@@ -21,6 +21,7 @@ from .catalogue import Requirement
 # Units keep local (China Standard) time; there is no daylight saving.
 LOCAL_TZ = timezone(timedelta(hours=8), "CST")
 ACTIVE = 1
+TEST_MODE = 9
 KIND_LABELS = {
     1: "fire alarm",
     2: "pre-alarm",
@@ -115,3 +116,31 @@ def match_items(
             "flag": flag,
         }
     return out
+
+
+def test_mode_spans(events: Iterable[PanelEvent], horizon_ms: int) -> list[tuple[int, int]]:
+    """(start, end) of each period a gateway (or one of its points) spent in test mode; a period
+    still open ends at ``horizon_ms``."""
+    spans: list[tuple[int, int]] = []
+    on: dict[tuple[int, int], int] = {}
+    for e in sorted(events, key=lambda e: (e.t_ms, e.id)):
+        if e.kind != TEST_MODE:
+            continue
+        key = (e.gateway_id, e.src)
+        if e.state == ACTIVE:
+            on.setdefault(key, e.t_ms)
+        elif key in on:
+            spans.append((on.pop(key), e.t_ms))
+    spans.extend((t, max(t, horizon_ms)) for t in on.values())
+    return sorted(spans)
+
+
+def widen(window: tuple[int, int], spans: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """The check window grown to cover every test-mode period that overlaps it: a contractor
+    who switched the gateway to test mode before opening the visit (or left it on after closing
+    it) still gets the events of that test attached to the visit."""
+    start, end = window
+    for s, e in spans:
+        if s <= end and e >= start:
+            start, end = min(start, s), max(end, e)
+    return start, end

@@ -27,6 +27,8 @@ YEAR_MS = 365 * DAY_MS + DAY_MS // 4
 RETENTION_YEARS = {"monthly_check": 5, "annual_test": 5, "repair": 5, "patrol": 1}
 # A critical defect is due within 24 h (§3.2 "faults found: within 24 h").
 DEFECT_DUE_MS = {"critical": DAY_MS, "major": 7 * DAY_MS, "minor": 30 * DAY_MS}
+# How far before a visit opens (or after it closes) a test-mode period may reach.
+TEST_MODE_REACH_MS = 4 * 3_600_000
 SIGNED = "Visit is signed; corrections are new revisions"
 GENESIS = "0" * 64
 CATALOGUES = {catalogue.CATALOGUE_VERSION: catalogue.SEED}
@@ -706,13 +708,21 @@ def visit_content(*, session: Session, visit: models.MaintVisit) -> dict[str, An
         frozen = visit.evidence
         ev = {int(k): v for k, v in frozen["items"].items()}
         issues = frozen["device_issues"]
+        window = tuple(frozen["window"])
     else:
         end = visit.ended_ms or models_now()
+        # Test-mode periods that overlap the visit widen its window (up to TEST_MODE_REACH_MS).
         events = window_events(
-            session=session, unit_id=visit.unit_id, start_ms=visit.started_ms, end_ms=end
+            session=session,
+            unit_id=visit.unit_id,
+            start_ms=visit.started_ms - TEST_MODE_REACH_MS,
+            end_ms=end + TEST_MODE_REACH_MS,
         )
+        spans = evidence.test_mode_spans(events, end + TEST_MODE_REACH_MS)
+        lo, hi = evidence.widen((visit.started_ms, end), spans)
+        window = (max(lo, visit.started_ms - TEST_MODE_REACH_MS), min(hi, end + TEST_MODE_REACH_MS))
         refs = [evidence.ItemRef(i.id, i.code, i.gateway_id, i.src, i.result) for i in items]
-        ev = evidence.match_items(refs, reqs, events, (visit.started_ms, end))
+        ev = evidence.match_items(refs, reqs, events, window)
         issues = device_issues(session=session, visit=visit)
     item_rows = []
     for i in items:
@@ -758,7 +768,11 @@ def visit_content(*, session: Session, visit: models.MaintVisit) -> dict[str, An
             for d in defects
         ],
         "attachments": attachments,
-        "evidence": {"items": {str(k): v for k, v in ev.items()}, "device_issues": issues},
+        "evidence": {
+            "items": {str(k): v for k, v in ev.items()},
+            "device_issues": issues,
+            "window": list(window),
+        },
         "_defects_full": defects,
     }
 
@@ -789,6 +803,7 @@ def visit_public(*, session: Session, visit: models.MaintVisit) -> schemas.Visit
         attachments=[schemas.AttachmentPublic(**a) for a in c["attachments"]],
         flagged=sum(1 for i in c["items"] if i["flag"]),
         device_issues=c["evidence"]["device_issues"],
+        evidence_window=c["evidence"]["window"],
     )
 
 

@@ -565,3 +565,40 @@ def test_route_without_token_is_401(client: TestClient, method: str, path: str) 
     url = P + path.format(firm=1, unit_a=1, visit=1)
     r = client.request(method, url)
     assert (r.status_code, r.json()) == (401, {"detail": "Not authenticated"})
+
+
+def test_test_mode_before_the_visit_widens_the_window_and_faults_are_listed(
+    client: TestClient, sessions: sessionmaker[Session], world: World
+) -> None:
+    """The contractor switched the gateway to test mode and tested a detector before opening
+    the visit; the test alarm still attaches to the visit. A fault since the last visit is
+    listed on it."""
+    m = _setup(client, world)
+    now = now_ms()
+    ing = Ingestor(sessions)
+    events = [
+        messages.Event(codes.FAULT, 0, OTHER_SRC, state=codes.ACTIVE, code=2),
+        messages.Event(codes.TEST_MODE, 3_000_000, 0, state=codes.ACTIVE),  # 50 min later
+        messages.Event(
+            codes.FIRE_ALARM, 3_300_000, FIRE_SRC, state=codes.ACTIVE, code=1, eflags=codes.EF_TEST
+        ),
+    ]
+    b = batch(10, 1, boot=1, t0=now - 3_600_000, events=events)  # an hour ago
+    assert ing.accept(topics.topic(10, "ev"), wire.seal(b)) is None
+    ing.flush()
+    v = _open(client, world, m, started_ms=now - 60_000)
+    vid = v["id"]
+    r = _item(client, world, vid, code="FA-M-DET", gateway_id=10, src=FIRE_SRC, result="pass")
+    det = next(i for i in r.json()["items"] if i["code"] == "FA-M-DET")
+    assert det["flag"] is None and det["evidence"][0]["t_ms"] == now - 300_000
+    assert r.json()["evidence_window"][0] == now - 600_000  # test mode on
+    [issue] = r.json()["device_issues"]
+    assert issue["what"] == "fault" and issue["text"] == "fault at point 1-4-2 of gateway 10"
+    # Test mode switched off: the period is closed, the window still reaches back to it.
+    ing2 = Ingestor(sessions)
+    off = messages.Event(codes.TEST_MODE, 0, 0, state=codes.NORMAL)
+    b = batch(10, 4, boot=1, t0=now - 1_000, events=[off])
+    assert ing2.accept(topics.topic(10, "ev"), wire.seal(b)) is None
+    ing2.flush()
+    r = client.get(P + f"/visits/{vid}", headers=world.auth("contractor"))
+    assert r.json()["evidence_window"][0] == now - 600_000

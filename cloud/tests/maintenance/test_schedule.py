@@ -238,3 +238,17 @@ def test_monthly_visits_on_time_never_go_past_due() -> None:
     done = [date(2026, m, calendar.monthrange(2026, m)[1] - 2) for m in range(1, 13)]
     seen = {status_on(MONTHLY, anchor, done, d).state for d in YEAR}
     assert seen == {"upcoming", "due", "done"}
+
+
+def test_test_mode_spans_widen_the_window() -> None:
+    from emberlink.cloud.maintenance.evidence import PanelEvent, test_mode_spans, widen
+
+    def tm(i: int, t: int, state: int, gw: int = 1) -> PanelEvent:
+        return PanelEvent(i, gw, 0, 9, state, t, t, False, "gw")
+
+    evs = [tm(1, 100, 1), tm(2, 200, 0), tm(3, 500, 1), tm(4, 900, 1, gw=2), tm(5, 950, 0, gw=2)]
+    spans = test_mode_spans(evs, horizon_ms=1000)
+    assert spans == [(100, 200), (500, 1000), (900, 950)]
+    assert widen((150, 160), spans) == (100, 200)
+    assert widen((300, 400), spans) == (300, 400)  # no overlap
+    assert widen((450, 520), spans) == (450, 1000)
