@@ -272,7 +272,8 @@ def build_detectors(cfg, src=0, warnings=None, path="detectors"):
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(path + ".range", str(e)) from None
-    point.test = _bool(cfg, "test_mode", path, False)
+    if _bool(cfg, "test_mode", path, False):
+        point.test = True
     if inp == "smoke":
         _smoke(point, cfg, path, lo, hi, warnings)
     elif inp == "heat":

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr"
+# (Overcurrent holds None for a stage it does not run; every use checks the stage first)
 """Detector functions: each turns (t_ms, dt_ms, sample) into inputs to its conditions.
 
 Every detector has ``step(t, dt, x, out)`` (the per-sample path: integers only, allocates
@@ -395,21 +397,24 @@ class Overcurrent:
     ):
         u, e = point.unit, point.exp
         self.inv = inverse
-        # All three conditions exist (a few bytes each); only configured stages report.
-        self.inv_c = Condition(point, kind, 6, latching, u, e)
-        self.dt_c = Condition(point, kind, 7, latching, u, e)
-        self.inst_c = Condition(point, kind, 8, latching, u, e)
+        # Only configured stages have a condition (None otherwise: every use checks the stage).
+        self.inv_c = None
+        self.dt_c = None
+        self.inst_c = None
         self.conditions = []
         if inverse is not None:
+            self.inv_c = Condition(point, kind, 6, latching, u, e)
             self.conditions.append(self.inv_c)
         self.dt_pickup = dt_pickup or 0
         self.dt_drop = self.dt_pickup * dropout_pct // 100
         self.dt_delay = dt_delay_ms
         if dt_pickup:
+            self.dt_c = Condition(point, kind, 7, latching, u, e)
             self.conditions.append(self.dt_c)
         self.inst_pickup = inst_pickup or 0
         self.inst_drop = self.inst_pickup * dropout_pct // 100
         if inst_pickup:
+            self.inst_c = Condition(point, kind, 8, latching, u, e)
             self.conditions.append(self.inst_c)
         self.restart()
 

@@ -23,7 +23,10 @@ from . import fastpath
 from .fastpath import quiet_ring
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import (
+    BAD_,
     CMAX_,
+    GAP_,
+    HASPREV_,
     HMAX_,
     I_,
     LAST_,
@@ -33,6 +36,7 @@ from .ring import (
     RUN_,
     RUNX_,
     RX_,
+    RXOK_,
     S2_,
     S_,
     STATE_WORDS,
@@ -57,10 +61,18 @@ except ImportError:
 
 
 TICKS_MASK = const(0x3FFFFFFF)
+_NO_FAULT_VALUES = {}  # type: dict  # read-only: the fault values of points with none
 
 
 class Point:
     """A point's detector chain. Built by ``config.build_detectors``; attributes are public."""
+
+    # Defaults most points keep: class attributes, so they cost no instance slot on a board.
+    test = False  # test mode: events carry EF_TEST
+    fault_values = _NO_FAULT_VALUES  # raw value -> Condition
+    fault_list = ()  # type: tuple
+    nfv = 0  # len(fault_values)
+    high_c = None  # type: Condition | None  # the high-side condition when not low_c's
 
     def __init__(
         self,
@@ -83,7 +95,6 @@ class Point:
         self.unit = unit
         self.exp = exp
         self.part = part
-        self.test = False
         self.lo = lo
         self.hi = hi
         limit = hi if hi > -lo else -lo
@@ -93,46 +104,46 @@ class Point:
         # Stuck sensor: ``window`` consecutive valid samples within ``tolerance`` of the first of
         # the run (for tolerance 0: the whole window equal, i.e. max == min) -- a run counter,
         # O(1) with no queue.
-        self.stuck = bool(stuck and window)
-        self.stuck_n = window
         self.tol = stuck_tolerance
         # one state array: the ring's words, the stuck run (value, length), the times and the
         # words the viper fast paths read (ring.py names them)
         self.st = st = self.ring.st if self.ring is not None else _ints(STATE_WORDS)
+        st[STUCK_] = 1 if stuck and window else 0
+        st[LAST_] = window - 1  # the stuck run raises at ``window`` samples
+        st[GAP_] = max_gap_ms
         self.timeout = comms_timeout_ms
-        self.gap = max_gap_ms
         # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
         self.low_c = Condition(self, codes.FAULT, lo_code, False, unit, exp)
-        self.high_c = self.low_c
         if hi_code != lo_code:
             self.high_c = Condition(self, codes.FAULT, hi_code, False, unit, exp)
         self.stuck_c = Condition(self, codes.FAULT, 54, False, unit, exp)
         self.comms_c = Condition(self, codes.FAULT, 55, False)
-        self.fault_values = {}
-        self.fault_list = []
-        for v in fault_values or {}:
-            c = Condition(self, codes.FAULT, fault_values[v], False)
-            self.fault_values[v] = c
-            self.fault_list.append(c)
-        self.nfv = len(self.fault_values)
-        self.bad = False  # a supervision fault (value or range) has its cause present
+        if fault_values:
+            self.fault_values = {}
+            fl = []
+            for v in fault_values:
+                c = Condition(self, codes.FAULT, fault_values[v], False)
+                self.fault_values[v] = c
+                fl.append(c)
+            self.fault_list = tuple(fl)
+            self.nfv = len(fl)
         self.detectors = []
         self.quiet_ok = False
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast paths (MicroPython, compact ring, non-negative range): see fastpath.py
-        self.viper = quiet_ring is not None and self.ring is not None and self.ring.compact
-        self.viper = self.viper and lo >= 0
-        if self.viper:
+        r = self.ring
+        if quiet_ring is not None and r is not None and r.compact and lo >= 0:
             st[LO_] = lo
             st[XQ_] = lo
             st[TOL_] = stuck_tolerance
-            st[LAST_] = window - 1
-            st[STUCK_] = 1 if self.stuck else 0
-            st[VAR_] = 1 if self.ring.variance else 0  # type: ignore[union-attr]
+            st[VAR_] = 1 if r.variance else 0
             st[W_] = window
             st[VIPER_] = 1
-        self.rx = False  # a sample has come (its time: st[RX_], ms mod 2**30)
-        self.has_prev = False  # a valid sample has been seen (its time: st[PREV_])
+
+    @property
+    def gap(self):
+        """max_gap_ms: the longest interval integrated at one sample's value."""
+        return self.st[GAP_]
 
     def add(self, detector):
         self.detectors.append(detector)
@@ -146,7 +157,7 @@ class Point:
     def conditions(self):
         """Every condition of the point, supervision first (allocates: reporting only)."""
         out = [self.low_c, self.stuck_c, self.comms_c]
-        if self.high_c is not self.low_c:
+        if self.high_c is not None:
             out.append(self.high_c)
         out.extend(self.fault_list)
         for d in self.detectors:
@@ -160,11 +171,11 @@ class Point:
             # act (``xq``, refreshed after each full pass), so only the ring, the stuck-run
             # counter and the times move -- exactly what the full pass would do.
             st = self.st
-            if self.stuck:
+            if st[STUCK_]:
                 d = x - st[RUNX_]
                 tol = self.tol
                 if -tol <= d <= tol:
-                    if st[RUN_] + 1 >= self.stuck_n and not self.stuck_c.cause:
+                    if st[RUN_] >= st[LAST_] and not self.stuck_c.cause:
                         self._full(t, x, out)
                         return
                     st[RUN_] += 1
@@ -220,7 +231,7 @@ class Point:
         """The full pass: supervision, ring, stuck sensor, every detector; then the quiet bound."""
         st = self.st
         st[RX_] = t & TICKS_MASK
-        self.rx = True
+        st[RXOK_] = 1
         if self.comms_c.cause:
             self.comms_c.apply(CLEAR, t, None, out)
         if self.nfv and x in self.fault_values:
@@ -231,15 +242,15 @@ class Point:
             self._out_of_range(t, x, out)
             self._refresh_quiet()
             return
-        if self.bad:
+        if st[BAD_]:
             self._good(t, x, out)
-        if self.has_prev:
+        if st[HASPREV_]:
             dt = (t - st[PREV_]) & TICKS_MASK
-            if dt > self.gap:
-                dt = self.gap
+            if dt > st[GAP_]:
+                dt = st[GAP_]
         else:
             dt = 0
-            self.has_prev = True
+            st[HASPREV_] = 1
         st[PREV_] = t & TICKS_MASK
         r = self.ring
         if r is not None:
@@ -275,13 +286,13 @@ class Point:
                 st[CMAX_] = c + 1
                 st[I_] = 0 if i == w - 1 else i + 1
         sc = self.stuck_c
-        if self.stuck:
+        if st[STUCK_]:
             d = x - st[RUNX_]
             tol = self.tol
             if -tol <= d <= tol:
                 run = st[RUN_] + 1
                 st[RUN_] = run
-                if run >= self.stuck_n and not sc.cause:
+                if run > st[LAST_] and not sc.cause:
                     sc.apply(RAISE, t, x, out)
             else:
                 st[RUNX_] = x
@@ -303,26 +314,26 @@ class Point:
                 if q < xq:
                     xq = q
         self.xq = xq
-        if self.viper:
+        if st[VIPER_]:
             st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
             st[STUCKON_] = 1 if sc.cause else 0
 
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
         xq = self.lo
-        if self.quiet_ok and self.has_prev and not (self.comms_c.cause or self.bad or self.nfv):
+        st = self.st
+        if self.quiet_ok and st[HASPREV_] and not (self.comms_c.cause or st[BAD_] or self.nfv):
             b = self._quiet_bound()
             if b is not None:
                 xq = b
         self.xq = xq
-        if self.viper:
-            st = self.st
+        if st[VIPER_]:
             st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
             st[STUCKON_] = 1 if self.stuck_c.cause else 0
 
     def _quiet_off(self):
         self.xq = self.lo
-        if self.viper:
+        if self.st[VIPER_]:
             self.st[XQ_] = self.lo
 
     def feed_block(self, ts, xs, out, start=0, end=-1):
@@ -360,11 +371,11 @@ class Point:
         lo = self.lo
         if xq <= lo:
             return j
-        stuck = self.stuck
+        stuck = self.st[STUCK_]
         stuck_on = self.stuck_c.cause
         r = self.ring
         j0 = j
-        if self.viper and isinstance(xs, array):
+        if self.st[VIPER_] and isinstance(xs, array):
             # st[XQ_] and st[STUCKON_] are current (_refresh_quiet)
             j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st)  # type: ignore[misc,union-attr]
         else:
@@ -372,7 +383,7 @@ class Point:
             tol = self.tol
             run_x = pst[RUNX_]
             run = pst[RUN_]
-            last = self.stuck_n - 1
+            last = pst[LAST_]
             if r is not None:
                 buf = r.buf
                 qv = r.qv
@@ -456,25 +467,28 @@ class Point:
         self._range_clear(t, None, None, out)
         if not c.cause:
             c.apply(RAISE, t, None, out)
-        self.bad = True
+        self.st[BAD_] = 1
 
     def _range_clear(self, t, x, keep, out):
-        for c in (self.low_c, self.high_c):
-            if c is not keep and c.cause:
-                c.apply(CLEAR, t, x, out)
+        c = self.low_c
+        if c is not keep and c.cause:
+            c.apply(CLEAR, t, x, out)
+        h = self.high_c
+        if h is not None and h is not keep and h.cause:
+            h.apply(CLEAR, t, x, out)
 
     def _out_of_range(self, t, x, out):
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
-        c = self.low_c if x < self.lo else self.high_c
+        c = self.low_c if x < self.lo or self.high_c is None else self.high_c
         self._range_clear(t, x, c, out)
         if not c.cause:
             c.apply(RAISE, t, x, out)
-        self.bad = True
+        self.st[BAD_] = 1
 
     def _good(self, t, x, out):
-        self.bad = False
+        self.st[BAD_] = 0
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
@@ -483,22 +497,23 @@ class Point:
     def invalid(self, t, out):
         """A reading that is not a number at all (NaN, inf from a float register): a fault."""
         self.st[RX_] = t & TICKS_MASK
-        self.rx = True
+        self.st[RXOK_] = 1
         if self.comms_c.cause:
             self.comms_c.apply(CLEAR, t, None, out)
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
-        c = self.high_c
+        c = self.high_c or self.low_c
         self._range_clear(t, None, c, out)
         if not c.cause:
             c.apply(RAISE, t, None, out)
-        self.bad = True
+        self.st[BAD_] = 1
         self._quiet_off()
 
     def tick(self, t, out):
         """Call when a poll brought nothing new: raises no_response after the timeout."""
-        if self.rx and not self.comms_c.cause and (t - self.st[RX_]) & TICKS_MASK >= self.timeout:
+        st = self.st
+        if st[RXOK_] and not self.comms_c.cause and (t - st[RX_]) & TICKS_MASK >= self.timeout:
             self.comms_c.apply(RAISE, t, None, out)
             self._quiet_off()
 

@@ -80,7 +80,11 @@ W_ = const(17)  # window
 RX_ = const(18)  # time of the last sample, ms mod 2**30
 PREV_ = const(19)  # time of the last valid sample, ms mod 2**30
 VIPER_ = const(20)  # the viper fast paths serve this point (1/0)
-STATE_WORDS = const(21)
+GAP_ = const(21)  # longest interval integrated at one sample's value (max_gap_ms)
+HASPREV_ = const(22)  # a valid sample has been seen (1/0; its time is PREV_)
+RXOK_ = const(23)  # a sample has come (1/0; its time is RX_)
+BAD_ = const(24)  # a supervision fault (value or range) has its cause present (1/0)
+STATE_WORDS = const(25)
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -141,6 +145,11 @@ class Ring:
     item allocates an int object and lists are faster.
     """
 
+    track_min = False
+    mv = _NONE
+    mi = _NONE
+    compact = False
+
     def __init__(self, window, limit=None, variance=False, track_min=True):
         if not isinstance(window, int) or isinstance(window, bool):
             raise ValueError("window: expected an integer")
@@ -165,14 +174,16 @@ class Ring:
         self.window = window
         self.limit = limit
         self.variance = variance
-        self.track_min = track_min
         self.buf = _ints(window, limit)
         self.qv = _ints(window, limit)  # max queue: values, decreasing from head to tail
         self.qi = _positions(window)  # max queue: their ring positions (for expiry)
-        self.mv = _ints(window, limit) if track_min else _NONE  # min queue: values, increasing
-        self.mi = _positions(window) if track_min else _NONE
+        if track_min:  # (the class attributes stand in when not: no instance slots spent)
+            self.track_min = True
+            self.mv = _ints(window, limit)  # min queue: values, increasing
+            self.mi = _positions(window)
         # the viper fast path (fastpath.py) reads the compact layout: 'h' values, 'B' positions
-        self.compact = _MICROPYTHON and limit <= 32767 and window <= 256
+        if _MICROPYTHON and limit <= 32767 and window <= 256:
+            self.compact = True
         self.st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
         self.clear()
 
