@@ -107,6 +107,7 @@ class Read:
     deadline_s: float
     due: float = 0.0
     busy_retried: bool = False
+    exc: int = 0  # the Modbus exception this read last raised as a fault (0: none)
 
     @property
     def count(self) -> int:
@@ -304,9 +305,11 @@ class Link:
         self.busy_s += loop.time() - start
         r.busy_retried = False
         self._answered(d)
-        if 4 in d.faults:
-            d.faults.discard(4)
-            self.sink.on_device_fault(d, 4, False, self.clock.now_ms())
+        if r.exc:
+            old, r.exc = r.exc, 0
+            if not any(o.exc == old for o in self.reads if o.device is d):
+                d.faults.discard(old)
+                self.sink.on_device_fault(d, old, False, self.clock.now_ms())
         self.sink.on_block(d, r.block, regs, self.clock.now_ms())
 
     async def _request(self, r: Read) -> list[int]:
@@ -395,6 +398,7 @@ class Link:
         )  # fmt: skip
         if exc in (1, 2, 3):
             r.due = now + CONFIG_RECHECK_S  # the profile does not match this device
+        r.exc = exc
         if exc not in d.faults:
             d.faults.add(exc)
             self.sink.on_device_fault(d, exc, True, self.clock.now_ms())

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import aiomqtt
-from emberlink.protocol import codes, messages, topics, wire
+from emberlink.protocol import cbor, codes, messages, topics, wire
 from emberlink.protocol.errors import ProtocolError
 from emberlink.protocol.messages import Batch, Event
 
@@ -307,8 +307,6 @@ class Uplink:
         log.debug("cloud ack boot %d hwm %d: %d records deleted", ack.boot, ack.hwm, n)
 
     async def _on_command(self, client: aiomqtt.Client, payload: bytes) -> None:
-        from emberlink.protocol import cbor
-
         try:
             cmd = messages.command_from_map(cbor.loads(payload))
         except ProtocolError as e:

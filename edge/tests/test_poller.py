@@ -125,6 +125,12 @@ async def test_exceptions_by_meaning(tmp_path: Path) -> None:
             assert rec.faults.count(("d1", 2, True)) == 1
             assert not any(f[0] == "d2" for f in rec.faults)  # busy is not a fault
             assert rec.comms == []
+            # the device is fixed (or the profile corrected): the next answer clears the fault
+            site.device("d1").mode = "ok"
+            for r in link.reads:
+                if r.device is d1:
+                    r.due = 0.0
+            await wait_for(lambda: ("d1", 2, False) in rec.faults, 5)
 
 
 def test_deadline_from_baud_and_frame() -> None:
