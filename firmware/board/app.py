@@ -75,6 +75,7 @@ class App:
         self.batch_max = o["batch_max_events"]
         self.warnings = []  # type: list
         self.out = []  # type: list  # the detectors' (t, Event) scratch list
+        self.emit_bound = self.emit
         self.masters = {}
         self.devices = []
         self.reads = []
@@ -189,7 +190,7 @@ class App:
             dev.exc = 0
             self.emit(self._devfault(dev, codes.NORMAL), t)
         regs = m.regs
-        emit = self.emit
+        emit = self.emit_bound  # made once: reading self.emit would allocate a bound method
         out = self.out
         for p in r.pts:
             p.update(regs, 0, t, emit, out)
