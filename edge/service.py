@@ -236,7 +236,14 @@ class Gateway:
             "uplink": self.uplink.state.value,
             "health": values,
             "devices": {
-                d.name: {"health": d.health.value, "ok": d.polls_ok, "failed": d.polls_failed}
+                d.name: {
+                    "zone": d.cfg.zone,
+                    "unit": d.unit,
+                    "bus": d.bus,
+                    "health": d.health.value,
+                    "ok": d.polls_ok,
+                    "failed": d.polls_failed,
+                }
                 for lk in self.links
                 for d in lk.devices
             },
