@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import tomllib
+from typing import Any
 
 import pytest
-
 from emberlink.edge import profiles
 from emberlink.protocol import profile as schema
 from emberlink.tools import micropython
@@ -38,7 +38,7 @@ def test_shipped_profiles_validate_and_decode_identically_on_micropython() -> No
     for p in sorted(profiles.SHIPPED_DIR.glob("*.toml")):
         with open(p, "rb") as f:
             raws[p.stem] = tomllib.load(f)
-    want = {}
+    want: dict[str, Any] = {}
     for name in sorted(raws):
         prof = schema.validate(raws[name])
         blocks = [[b["address"], b["count"]] for b in schema.plan_reads(prof["points"])]
