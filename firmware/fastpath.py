@@ -10,6 +10,7 @@ last valid time, viper on/off); the ring is the compact layout (``buf``, ``qv``:
 
 * ``feed(point, t, x, out)`` replaces ``Point.feed`` on MicroPython (one call per sample).
   Points the fast path does not serve (``st[VIPER_] == 0``) go to the bytecode ``feed``.
+* ``ring_push(ring, x)`` is ``Ring.push`` for those rings (no min queue), for the full pass.
 * ``quiet_ring(xs, j, n, buf, qv, qi, st)`` is ``Point._quiet_run``'s ring loop: it takes
   samples ``xs[j:n]`` (an ``array('i')``) while they are quiet and returns the index of the
   first one it did not take.
@@ -76,6 +77,7 @@ WORDS = {
 
 quiet_ring = None
 feed = None
+ring_push = None
 
 try:
     import micropython
@@ -217,7 +219,46 @@ try:
         Sp[_C] = c + 1
         Sp[_I] = 0 if i == w - 1 else i + 1
 
+    @micropython.viper
+    def _ring_push(r, x: int):
+        # Ring.push for a compact ring with no min queue (Point._full on viper points)
+        Sp = ptr32(r.st)  # type: ignore[name-defined]  # noqa: F821
+        Bp = ptr16(r.buf)  # type: ignore[name-defined]  # noqa: F821
+        Qp = ptr16(r.qv)  # type: ignore[name-defined]  # noqa: F821
+        Ip = ptr8(r.qi)  # type: ignore[name-defined]  # noqa: F821
+        w = int(Sp[_W])
+        i = int(Sp[_I])
+        h = int(Sp[_H])
+        c = int(Sp[_C])
+        if int(Sp[_N]) == w:
+            old = int(Bp[i])
+            Sp[_S] = int(Sp[_S]) + x - old
+            if Sp[_VAR]:
+                Sp[_S2] = int(Sp[_S2]) + x * x - old * old
+            if int(Ip[h]) == i:
+                h = 0 if h == w - 1 else h + 1
+                c -= 1
+        else:
+            Sp[_N] = int(Sp[_N]) + 1
+            Sp[_S] = int(Sp[_S]) + x
+            if Sp[_VAR]:
+                Sp[_S2] = int(Sp[_S2]) + x * x
+        Bp[i] = x
+        k = h + c - 1
+        if k >= w:
+            k -= w
+        while c and int(Qp[k]) <= x:
+            c -= 1
+            k = w - 1 if k == 0 else k - 1
+        k = 0 if k == w - 1 else k + 1
+        Qp[k] = x
+        Ip[k] = i
+        Sp[_H] = h
+        Sp[_C] = c + 1
+        Sp[_I] = 0 if i == w - 1 else i + 1
+
     quiet_ring = _quiet_ring
     feed = _feed
+    ring_push = _ring_push
 except (ImportError, AttributeError, SyntaxError):  # CPython, or a port without viper
     pass

@@ -20,7 +20,7 @@ from array import array
 from ..protocol import codes
 from ..protocol.messages import Event
 from . import fastpath
-from .fastpath import quiet_ring
+from .fastpath import quiet_ring, ring_push
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import (
     BAD_,
@@ -72,6 +72,7 @@ class Point:
     fault_values = _NO_FAULT_VALUES  # raw value -> Condition
     fault_list = ()  # type: tuple
     nfv = 0  # len(fault_values)
+    rq = None  # type: tuple | None  # (buf, qv, qi, window, variance) of a ring with no min queue
     high_c = None  # type: Condition | None  # the high-side condition when not low_c's
 
     def __init__(
@@ -132,13 +133,18 @@ class Point:
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast paths (MicroPython, compact ring, non-negative range): see fastpath.py
         r = self.ring
-        if quiet_ring is not None and r is not None and r.compact and lo >= 0:
+        viper = quiet_ring is not None and r is not None and r.compact and lo >= 0
+        if viper:
             st[LO_] = lo
             st[XQ_] = lo
             st[TOL_] = stuck_tolerance
-            st[VAR_] = 1 if r.variance else 0
+            st[VAR_] = 1 if r.variance else 0  # type: ignore[union-attr]
             st[W_] = window
             st[VIPER_] = 1
+        elif r is not None and not r.track_min:
+            # the ring's storage for the inlined push (one load instead of five); viper points
+            # (fastpath.py) do without it
+            self.rq = (r.buf, r.qv, r.qi, r.window, r.variance)
 
     @property
     def gap(self):
@@ -188,26 +194,26 @@ class Point:
             t &= TICKS_MASK
             st[RX_] = t
             st[PREV_] = t
-            r = self.ring
-            if r is None:
+            rq = self.rq
+            if rq is None:
+                if self.ring is not None:
+                    self.ring.push(x)
                 return
             # Ring.push for the case that dominates (window full, no min queue), inlined
-            w = r.window
-            if st[N_] != w or r.track_min:
-                r.push(x)
+            buf, qv, qi, w, var = rq
+            if st[N_] != w:
+                self.ring.push(x)  # type: ignore[union-attr]
                 return
-            buf = r.buf
             i = st[I_]
             old = buf[i]
             st[S_] += x - old
-            if r.variance:
+            if var:
                 st[S2_] += x * x - old * old
-            qv = r.qv
-            qi = r.qi
             h = st[HMAX_]
             c = st[CMAX_]
+            w1 = w - 1
             if qi[h] == i:
-                h = 0 if h == w - 1 else h + 1
+                h = 0 if h == w1 else h + 1
                 st[HMAX_] = h
                 c -= 1
             buf[i] = x
@@ -216,12 +222,11 @@ class Point:
                 k -= w
             while c and qv[k] <= x:
                 c -= 1
-                k = w - 1 if k == 0 else k - 1
-            k = 0 if k == w - 1 else k + 1
-            qv[k] = x
-            qi[k] = i
+                k = w1 if k == 0 else k - 1
+            qv[k + 1 if k < w1 else 0] = x
+            qi[k + 1 if k < w1 else 0] = i
             st[CMAX_] = c + 1
-            st[I_] = 0 if i == w - 1 else i + 1
+            st[I_] = i + 1 if i < w1 else 0
             return
         self._full(t, x, out)
 
@@ -252,39 +257,38 @@ class Point:
             dt = 0
             st[HASPREV_] = 1
         st[PREV_] = t & TICKS_MASK
-        r = self.ring
-        if r is not None:
-            w = r.window
-            if st[N_] != w or r.track_min:
-                r.push(x)
-            else:
-                # Ring.push, full window and no min queue, inlined (as in pyfeed)
-                buf = r.buf
-                i = st[I_]
-                old = buf[i]
-                st[S_] += x - old
-                if r.variance:
-                    st[S2_] += x * x - old * old
-                qv = r.qv
-                qi = r.qi
-                h = st[HMAX_]
-                c = st[CMAX_]
-                if qi[h] == i:
-                    h = 0 if h == w - 1 else h + 1
-                    st[HMAX_] = h
-                    c -= 1
-                buf[i] = x
-                k = h + c - 1
-                if k >= w:
-                    k -= w
-                while c and qv[k] <= x:
-                    c -= 1
-                    k = w - 1 if k == 0 else k - 1
-                k = 0 if k == w - 1 else k + 1
-                qv[k] = x
-                qi[k] = i
-                st[CMAX_] = c + 1
-                st[I_] = 0 if i == w - 1 else i + 1
+        rq = self.rq
+        if rq is None or st[N_] != rq[3]:
+            if st[VIPER_]:
+                ring_push(self.ring, x)  # type: ignore[misc]
+            elif self.ring is not None:
+                self.ring.push(x)
+        else:
+            # Ring.push, full window and no min queue, inlined (as in pyfeed)
+            buf, qv, qi, w, var = rq
+            i = st[I_]
+            old = buf[i]
+            st[S_] += x - old
+            if var:
+                st[S2_] += x * x - old * old
+            h = st[HMAX_]
+            c = st[CMAX_]
+            w1 = w - 1
+            if qi[h] == i:
+                h = 0 if h == w1 else h + 1
+                st[HMAX_] = h
+                c -= 1
+            buf[i] = x
+            k = h + c - 1
+            if k >= w:
+                k -= w
+            while c and qv[k] <= x:
+                c -= 1
+                k = w1 if k == 0 else k - 1
+            qv[k + 1 if k < w1 else 0] = x
+            qi[k + 1 if k < w1 else 0] = i
+            st[CMAX_] = c + 1
+            st[I_] = i + 1 if i < w1 else 0
         sc = self.stuck_c
         if st[STUCK_]:
             d = x - st[RUNX_]

@@ -2,7 +2,8 @@
 # Fast paths on micropython: for pseudo-random sample sequences (stdin: the configs as JSON; argv:
 # first seed, count; an argument of 256 bytes or more crashes the unix port), print one JSON
 # line per (config, seed) with the events of the full pass, of feed (per call: the viper feed) and
-# of feed_block over arrays (the viper block loop); test_fastpaths.py compares them with CPython.
+# of feed_block over arrays (the viper block loop), each ending with the ring's state
+# (samples, sums, max, n); test_fastpaths.py compares them with CPython.
 import json
 import sys
 from array import array
@@ -76,7 +77,11 @@ def run(cfg, seq, mode):
         else:
             p.ack(t, out)
     flush()
-    return [[tt, e.fields()] for tt, e in out]
+    r = p.ring
+    ring = None
+    if r is not None:
+        ring = [r.samples(), r.s, r.s2 if r.variance else 0, r.max(), r.n]
+    return [[tt, e.fields()] for tt, e in out] + [ring]
 
 
 for ci in range(len(CONFIGS)):
