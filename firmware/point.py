@@ -27,10 +27,12 @@ from .ring import (
     CMAX_,
     GAP_,
     HASPREV_,
+    HICODE_,
     HMAX_,
     I_,
     LAST_,
     LO_,
+    LOCODE_,
     N_,
     PREV_,
     RUN_,
@@ -73,7 +75,12 @@ class Point:
     fault_list = ()  # type: tuple
     nfv = 0  # len(fault_values)
     rq = None  # type: tuple | None  # (buf, qv, qi, window, variance) of a ring with no min queue
-    high_c = None  # type: Condition | None  # the high-side condition when not low_c's
+    # Supervision conditions are made when they first raise (a transition may allocate: it
+    # makes an Event anyway); until then the class's None stands in and costs no slot.
+    low_c = None  # type: Condition | None  # below lo (out_of_range or open_circuit)
+    high_c = None  # type: Condition | None  # above hi, when its code is not low_c's
+    stuck_c = None  # type: Condition | None  # stuck_sensor (its cause: st[STUCKON_])
+    comms_c = None  # type: Condition | None  # no_response
 
     def __init__(
         self,
@@ -114,11 +121,8 @@ class Point:
         st[GAP_] = max_gap_ms
         self.timeout = comms_timeout_ms
         # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
-        self.low_c = Condition(self, codes.FAULT, lo_code, False, unit, exp)
-        if hi_code != lo_code:
-            self.high_c = Condition(self, codes.FAULT, hi_code, False, unit, exp)
-        self.stuck_c = Condition(self, codes.FAULT, 54, False, unit, exp)
-        self.comms_c = Condition(self, codes.FAULT, 55, False)
+        st[LOCODE_] = lo_code
+        st[HICODE_] = hi_code
         if fault_values:
             self.fault_values = {}
             fl = []
@@ -162,9 +166,10 @@ class Point:
 
     def conditions(self):
         """Every condition of the point, supervision first (allocates: reporting only)."""
-        out = [self.low_c, self.stuck_c, self.comms_c]
-        if self.high_c is not None:
-            out.append(self.high_c)
+        out = []
+        for c in (self.low_c, self.stuck_c, self.comms_c, self.high_c):
+            if c is not None:  # (one never made has never left NORMAL)
+                out.append(c)
         out.extend(self.fault_list)
         for d in self.detectors:
             out.extend(d.conditions)
@@ -181,11 +186,11 @@ class Point:
                 d = x - st[RUNX_]
                 tol = self.tol
                 if -tol <= d <= tol:
-                    if st[RUN_] >= st[LAST_] and not self.stuck_c.cause:
+                    if st[RUN_] >= st[LAST_] and not st[STUCKON_]:
                         self._full(t, x, out)
                         return
                     st[RUN_] += 1
-                elif self.stuck_c.cause:
+                elif st[STUCKON_]:
                     self._full(t, x, out)
                     return
                 else:
@@ -237,8 +242,9 @@ class Point:
         st = self.st
         st[RX_] = t & TICKS_MASK
         st[RXOK_] = 1
-        if self.comms_c.cause:
-            self.comms_c.apply(CLEAR, t, None, out)
+        c = self.comms_c
+        if c is not None and c.cause:
+            c.apply(CLEAR, t, None, out)
         if self.nfv and x in self.fault_values:
             self._fault_value(t, x, out)
             self._refresh_quiet()
@@ -289,20 +295,21 @@ class Point:
             qi[k + 1 if k < w1 else 0] = i
             st[CMAX_] = c + 1
             st[I_] = i + 1 if i < w1 else 0
-        sc = self.stuck_c
         if st[STUCK_]:
             d = x - st[RUNX_]
             tol = self.tol
             if -tol <= d <= tol:
                 run = st[RUN_] + 1
                 st[RUN_] = run
-                if run > st[LAST_] and not sc.cause:
-                    sc.apply(RAISE, t, x, out)
+                if run > st[LAST_] and not st[STUCKON_]:
+                    self._fault("stuck_c", 54).apply(RAISE, t, x, out)
+                    st[STUCKON_] = 1
             else:
                 st[RUNX_] = x
                 st[RUN_] = 1
-                if sc.cause:
-                    sc.apply(CLEAR, t, x, out)
+                if st[STUCKON_]:
+                    self.stuck_c.apply(CLEAR, t, x, out)  # type: ignore[union-attr]
+                    st[STUCKON_] = 0
         dets = self.detectors
         for d in dets:
             d.step(t, dt, x, out)
@@ -320,20 +327,20 @@ class Point:
         self.xq = xq
         if st[VIPER_]:
             st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
-            st[STUCKON_] = 1 if sc.cause else 0
 
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
         xq = self.lo
         st = self.st
-        if self.quiet_ok and st[HASPREV_] and not (self.comms_c.cause or st[BAD_] or self.nfv):
+        c = self.comms_c
+        comms = c is not None and c.cause
+        if self.quiet_ok and st[HASPREV_] and not (comms or st[BAD_] or self.nfv):
             b = self._quiet_bound()
             if b is not None:
                 xq = b
         self.xq = xq
         if st[VIPER_]:
             st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
-            st[STUCKON_] = 1 if self.stuck_c.cause else 0
 
     def _quiet_off(self):
         self.xq = self.lo
@@ -376,7 +383,7 @@ class Point:
         if xq <= lo:
             return j
         stuck = self.st[STUCK_]
-        stuck_on = self.stuck_c.cause
+        stuck_on = self.st[STUCKON_]
         r = self.ring
         j0 = j
         if self.st[VIPER_] and isinstance(xs, array):
@@ -463,6 +470,17 @@ class Point:
                 d.quiet_done()
         return j
 
+    def _fault(self, name, code):
+        """The supervision condition ``name`` (made on its first use; see the class attributes)."""
+        c = getattr(self, name)
+        if c is None:
+            if code == 55:  # no_response reports no value
+                c = Condition(self, codes.FAULT, code, False)
+            else:
+                c = Condition(self, codes.FAULT, code, False, self.unit, self.exp)
+            setattr(self, name, c)
+        return c
+
     def _fault_value(self, t, x, out):
         c = self.fault_values[x]
         for f in self.fault_list:
@@ -475,7 +493,7 @@ class Point:
 
     def _range_clear(self, t, x, keep, out):
         c = self.low_c
-        if c is not keep and c.cause:
+        if c is not None and c is not keep and c.cause:
             c.apply(CLEAR, t, x, out)
         h = self.high_c
         if h is not None and h is not keep and h.cause:
@@ -485,7 +503,11 @@ class Point:
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
-        c = self.low_c if x < self.lo or self.high_c is None else self.high_c
+        st = self.st
+        if x < self.lo or st[HICODE_] == st[LOCODE_]:
+            c = self._fault("low_c", st[LOCODE_])
+        else:
+            c = self._fault("high_c", st[HICODE_])
         self._range_clear(t, x, c, out)
         if not c.cause:
             c.apply(RAISE, t, x, out)
@@ -502,12 +524,17 @@ class Point:
         """A reading that is not a number at all (NaN, inf from a float register): a fault."""
         self.st[RX_] = t & TICKS_MASK
         self.st[RXOK_] = 1
-        if self.comms_c.cause:
-            self.comms_c.apply(CLEAR, t, None, out)
+        c = self.comms_c
+        if c is not None and c.cause:
+            c.apply(CLEAR, t, None, out)
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
-        c = self.high_c or self.low_c
+        st = self.st
+        if st[HICODE_] == st[LOCODE_]:
+            c = self._fault("low_c", st[LOCODE_])
+        else:
+            c = self._fault("high_c", st[HICODE_])
         self._range_clear(t, None, c, out)
         if not c.cause:
             c.apply(RAISE, t, None, out)
@@ -517,8 +544,13 @@ class Point:
     def tick(self, t, out):
         """Call when a poll brought nothing new: raises no_response after the timeout."""
         st = self.st
-        if st[RXOK_] and not self.comms_c.cause and (t - st[RX_]) & TICKS_MASK >= self.timeout:
-            self.comms_c.apply(RAISE, t, None, out)
+        c = self.comms_c
+        if (
+            st[RXOK_]
+            and not (c is not None and c.cause)
+            and (t - st[RX_]) & TICKS_MASK >= self.timeout
+        ):
+            self._fault("comms_c", 55).apply(RAISE, t, None, out)
             self._quiet_off()
 
     def ack(self, t, out, actor=None):
