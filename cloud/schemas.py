@@ -350,7 +350,8 @@ VisitKind = Literal["monthly_check", "annual_test", "repair", "patrol"]
 ItemResult = Literal["pass", "fail", "na", "not_accessible"]
 Severity = Literal["minor", "major", "critical"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Millis = Annotated[int, Field(ge=0, le=253_402_300_799_999)]  # up to the year 9999
+# Maintenance times: 1970 up to 2200-01-01 UTC (dates, local time and schedules stay in range).
+Millis = Annotated[int, Field(ge=0, le=7_258_118_400_000)]
 MaintSystem = Literal[
     "fire_alarm",
     "electrical_fire",

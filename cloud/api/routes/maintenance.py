@@ -44,9 +44,12 @@ def _day(value: str | None) -> date:
     if value is None:
         return service.local_date(service.models_now())
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise HTTPException(status_code=422, detail="Invalid date (YYYY-MM-DD)") from None
+    if not 1970 <= day.year < 2200:
+        raise HTTPException(status_code=422, detail="Date out of range (1970..2199)")
+    return day
 
 
 DayQuery = Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD, default today")]
@@ -429,7 +432,7 @@ def read_monthly_report(
     session: SessionDep,
     user: CurrentUser,
     unit_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
-    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")],
+    month: Annotated[str, Query(pattern=r"^(19[7-9]\d|2[01]\d\d)-(0[1-9]|1[0-2])$")],
     format: Fmt = "csv",
 ) -> Response:
     """A unit's signed visits of a month, item by item, with evidence (CSV or PDF)."""
@@ -446,7 +449,7 @@ def read_annual_report(
     session: SessionDep,
     user: CurrentUser,
     unit_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
-    year: Annotated[int, Query(ge=2000, le=9999)],
+    year: Annotated[int, Query(ge=1970, le=2199)],
     format: Fmt = "csv",
 ) -> Response:
     """The annual test report of a unit (CSV or PDF)."""
