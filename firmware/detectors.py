@@ -391,32 +391,42 @@ class Overcurrent:
     """
 
     quiet = True
+    # A stage's condition is made when it first raises (a transition allocates an Event
+    # anyway); until then these class attributes stand in, as do the unconfigured stages'.
+    inv_c = None  # type: Condition | None
+    dt_c = None  # type: Condition | None
+    inst_c = None  # type: Condition | None
+    dt_pickup = 0
+    inst_pickup = 0
 
     def __init__(
         self, point, kind, latching, inverse, dt_pickup, dt_delay_ms, inst_pickup, dropout_pct
     ):
-        u, e = point.unit, point.exp
+        self.point = point
+        self.spec = kind | (32 if latching else 0)
         self.inv = inverse
-        # Only configured stages have a condition (None otherwise: every use checks the stage).
-        self.inv_c = None
-        self.dt_c = None
-        self.inst_c = None
-        self.conditions = []
-        if inverse is not None:
-            self.inv_c = Condition(point, kind, 6, latching, u, e)
-            self.conditions.append(self.inv_c)
-        self.dt_pickup = dt_pickup or 0
-        self.dt_drop = self.dt_pickup * dropout_pct // 100
-        self.dt_delay = dt_delay_ms
+        self.conditions = []  # the conditions made so far, in stage order (6, 7, 8)
         if dt_pickup:
-            self.dt_c = Condition(point, kind, 7, latching, u, e)
-            self.conditions.append(self.dt_c)
-        self.inst_pickup = inst_pickup or 0
-        self.inst_drop = self.inst_pickup * dropout_pct // 100
+            self.dt_pickup = dt_pickup
+            self.dt_drop = dt_pickup * dropout_pct // 100
+            self.dt_delay = dt_delay_ms
         if inst_pickup:
-            self.inst_c = Condition(point, kind, 8, latching, u, e)
-            self.conditions.append(self.inst_c)
+            self.inst_pickup = inst_pickup
+            self.inst_drop = inst_pickup * dropout_pct // 100
         self.restart()
+
+    def _cond(self, name, code):
+        c = getattr(self, name)
+        if c is None:
+            p = self.point
+            c = Condition(p, self.spec & 31, code, bool(self.spec & 32), p.unit, p.exp)
+            setattr(self, name, c)
+            cs = self.conditions
+            k = 0
+            while k < len(cs) and cs[k].code < code:
+                k += 1
+            cs.insert(k, c)
+        return c
 
     def restart(self):
         self.timing = False
@@ -429,16 +439,19 @@ class Overcurrent:
         b = 0x3FFFFFFF
         inv = self.inv
         if inv is not None:
-            if inv.acc or inv.rate > 0 or self.inv_c.cause:
+            c = self.inv_c
+            if inv.acc or inv.rate > 0 or (c is not None and c.cause):
                 return None
             b = inv.pickup + 1  # x <= pickup: nothing accumulates
         if self.dt_pickup:
-            if self.timing or self.dt_c.cause:
+            c = self.dt_c
+            if self.timing or (c is not None and c.cause):
                 return None
             if self.dt_pickup + 1 < b:
                 b = self.dt_pickup + 1
         if self.inst_pickup:
-            if self.inst_c.cause:
+            c = self.inst_c
+            if c is not None and c.cause:
                 return None
             if self.inst_pickup < b:
                 b = self.inst_pickup
@@ -453,31 +466,34 @@ class Overcurrent:
         inv = self.inv
         if inv is not None:
             c = self.inv_c
+            on = c is not None and c.cause
             if inv.step(dt, x):
-                if not c.cause:
-                    c.apply(RAISE, t, x, out)
-            elif c.cause and x <= inv.dropout:
+                if not on:
+                    self._cond("inv_c", 6).apply(RAISE, t, x, out)
+            elif on and x <= inv.dropout:
                 c.apply(CLEAR, t, x, out)
         p = self.dt_pickup
         if p:
             c = self.dt_c
+            on = c is not None and c.cause
             if x > p:
                 if not self.timing:
                     self.timing = True
                     self.t0 = t
-                if not c.cause and (t - self.t0) & TICKS_MASK >= self.dt_delay:
-                    c.apply(RAISE, t, x, out)
+                if not on and (t - self.t0) & TICKS_MASK >= self.dt_delay:
+                    self._cond("dt_c", 7).apply(RAISE, t, x, out)
             elif x <= self.dt_drop:
                 self.timing = False
-                if c.cause:
+                if on:
                     c.apply(CLEAR, t, x, out)
         p = self.inst_pickup
         if p:
             c = self.inst_c
+            on = c is not None and c.cause
             if x >= p:
-                if not c.cause:
-                    c.apply(RAISE, t, x, out)
-            elif c.cause and x <= self.inst_drop:
+                if not on:
+                    self._cond("inst_c", 8).apply(RAISE, t, x, out)
+            elif on and x <= self.inst_drop:
                 c.apply(CLEAR, t, x, out)
 
 

@@ -154,6 +154,12 @@ class InverseTime:
     is where reset starts. After a trip the accumulator restarts from 0.
     """
 
+    # Class attributes for what most stages share (no instance slot spent on a board).
+    policy = 0  # RESET_POLICIES index: instantaneous
+    reset_rate = 0  # ONE / reset_ms for reset "definite"
+    rtable = None  # IEEE reset-rate table for reset "ieee"
+    qmax = (M_MAX << M_SHIFT) - 1  # M at M_MAX in 1/2048 steps
+
     def __init__(self, curve, pickup, tms, dropout=None, reset="instantaneous", reset_ms=0):
         curve = CURVE_ALIASES.get(curve, curve)
         if curve not in CURVES:
@@ -180,11 +186,13 @@ class InverseTime:
         self.pickup = pickup
         self.dropout = dropout
         self.tms = tms
-        self.policy = RESET_POLICIES.index(reset)
-        self.reset_rate = (ONE + reset_ms - 1) // reset_ms if reset == "definite" else 0
+        if reset != "instantaneous":
+            self.policy = RESET_POLICIES.index(reset)
+        if reset == "definite":
+            self.reset_rate = (ONE + reset_ms - 1) // reset_ms
         self.table = build_rate_table(curve, tms)
-        self.rtable = build_reset_table(curve, tms) if reset == "ieee" else None
-        self.qmax = (M_MAX << M_SHIFT) - 1
+        if reset == "ieee":
+            self.rtable = build_reset_table(curve, tms)
         self.xmax = pickup * M_MAX
         self.acc = 0
         self.rate = 0  # rate of the previous sample: > 0 operating, < 0 resetting

@@ -35,6 +35,7 @@ from .ring import (
     LOCODE_,
     N_,
     PREV_,
+    QOK_,
     RUN_,
     RUNX_,
     RX_,
@@ -133,7 +134,6 @@ class Point:
             self.fault_list = tuple(fl)
             self.nfv = len(fl)
         self.detectors = []
-        self.quiet_ok = False
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast paths (MicroPython, compact ring, non-negative range): see fastpath.py
         r = self.ring
@@ -151,6 +151,15 @@ class Point:
             self.rq = (r.buf, r.qv, r.qi, r.window, r.variance)
 
     @property
+    def quiet_ok(self):
+        """Every detector knows when it is idle: the quiet paths may skip them (st[QOK_])."""
+        return bool(self.st[QOK_])
+
+    @quiet_ok.setter
+    def quiet_ok(self, on):
+        self.st[QOK_] = 1 if on else 0
+
+    @property
     def gap(self):
         """max_gap_ms: the longest interval integrated at one sample's value."""
         return self.st[GAP_]
@@ -158,10 +167,11 @@ class Point:
     def add(self, detector):
         self.detectors.append(detector)
         # the block fast path serves points whose detectors all know when they are idle
-        self.quiet_ok = self.ring is None or not self.ring.track_min
+        ok = self.ring is None or not self.ring.track_min
         for d in self.detectors:
             if not getattr(d, "quiet", False):
-                self.quiet_ok = False
+                ok = False
+        self.st[QOK_] = 1 if ok else 0
         return detector
 
     def conditions(self):
@@ -315,7 +325,7 @@ class Point:
             d.step(t, dt, x, out)
         # _refresh_quiet, inlined: comms_c and bad are clear here and has_prev is set
         xq = self.lo
-        if self.quiet_ok and not self.nfv:
+        if st[QOK_] and not self.nfv:
             xq = self.hi + 1
             for d in dets:
                 q = d.quiet_below()
@@ -334,7 +344,7 @@ class Point:
         st = self.st
         c = self.comms_c
         comms = c is not None and c.cause
-        if self.quiet_ok and st[HASPREV_] and not (comms or st[BAD_] or self.nfv):
+        if st[QOK_] and st[HASPREV_] and not (comms or st[BAD_] or self.nfv):
             b = self._quiet_bound()
             if b is not None:
                 xq = b

@@ -86,7 +86,8 @@ RXOK_ = const(23)  # a sample has come (1/0; its time is RX_)
 BAD_ = const(24)  # a supervision fault (value or range) has its cause present (1/0)
 LOCODE_ = const(25)  # condition code below lo (out_of_range 50 or open_circuit 51)
 HICODE_ = const(26)  # condition code above hi (out_of_range 50 or short_circuit 52)
-STATE_WORDS = const(27)
+QOK_ = const(27)  # every detector knows when it is idle (Point.quiet_ok; 1/0)
+STATE_WORDS = const(28)
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
