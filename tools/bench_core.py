@@ -1,7 +1,8 @@
 """``emberlink bench core``: the detection core beside its reference variants, on both interpreters.
 
 One run measures, on CPython and (spawned) on micropython, samples/s for the channel chain of
-shared/research/protocol-core-anchors.md B1 in every variant of tools/bench_core_variants.py,
+shared/research/protocol-core-anchors.md B1 in every variant of tools/bench_core_variants.py
+(``c_full``: the deque reference doing the core's whole job -- supervision, events, real dt),
 plus numpy blocks on CPython; heap bytes per sample and bytes per channel on micropython
 (``gc.mem_alloc``) and on CPython (tracemalloc). Two signals: ``chain`` (the research signal:
 noise, an overcurrent phase, a flatline, spikes -- the core raises and clears events on it) and

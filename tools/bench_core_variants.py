@@ -15,7 +15,11 @@ semantics in each:
   decay by 2048 per sample below.
 
 ``a0`` recomputes everything from a list each sample (O(W)); ``a`` is a preallocated list ring;
-``c`` uses collections.deque. The project's core (``core``) runs the equivalent chain through
+``c`` uses collections.deque. These only count what they detect. ``c_full`` is the deque ring
+doing the core's whole job, the like-for-like reference: range supervision, the time of the
+last sample, inverse-time accumulation over the real dt, and every alarm, flatline and trip
+raised and cleared as an Event through ``lifecycle.Condition``. The project's core (``core``)
+runs the equivalent chain through
 ``emberlink.firmware``: a Point with a W=64 ring (sums, s2, rolling max), the stuck-sensor
 check, a definite-time stage (threshold held for 200 ms = 10 samples at 20 ms) and the IEC SI
 inverse-time stage integrated over the real time between samples.
