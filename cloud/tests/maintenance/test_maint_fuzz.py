@@ -18,7 +18,9 @@ fuzz = settings(
 )
 number = st.integers(min_value=-(2**66), max_value=2**66)
 text = st.text(max_size=20)
-anything = st.one_of(number, text, st.none(), st.booleans(), st.floats())
+anything = st.one_of(
+    number, text, st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False)
+)
 day = st.one_of(
     text, st.dates().map(lambda d: d.isoformat()), st.sampled_from(["9999-12-31", "0001-01-01"])
 )
@@ -145,7 +147,7 @@ def open_visit(app: FastAPI, world: World) -> int:
 @given(
     code=st.one_of(text, st.sampled_from(["FA-M-DET", "EF-M-RCD", "FA-L-CLEAN"])),
     result=st.one_of(text, st.sampled_from(["pass", "fail", "na"])),
-    measured=st.one_of(st.none(), st.floats(), number),
+    measured=st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False), number),
     gateway=st.one_of(st.none(), number, st.sampled_from([10, 20])),
     src=st.one_of(st.none(), number),
 )
