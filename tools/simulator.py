@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -189,6 +190,14 @@ def _loop_running() -> bool:
     return True
 
 
+def _die_with_parent() -> None:
+    """In the socat child: ask Linux for SIGTERM when the simulator dies, even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class PtyPair:
     """Two linked pseudo-terminals made by ``socat``: ``a`` for the gateway, ``b`` for us."""
 
@@ -209,6 +218,7 @@ class PtyPair:
             f"pty,raw,echo=0,link={self.b}",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PTY_WAIT_S
@@ -417,6 +427,17 @@ def load_steps(path: Path) -> list[dict[str, Any]]:
 # --- command line ----------------------------------------------------------------------------
 async def _run(args: argparse.Namespace) -> int:
     cfg = gwconfig.load(args.config)
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stop cleanly: servers down, socat ended
+        loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    try:
+        return await _serve(args, cfg)
+    except asyncio.CancelledError:
+        return 0
+
+
+async def _serve(args: argparse.Namespace, cfg: gwconfig.GatewayConfig) -> int:
     async with Site(cfg, wire_time=not args.no_wire_time) as site:
         for b in cfg.buses:
             where = (

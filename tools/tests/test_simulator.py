@@ -199,3 +199,33 @@ def test_cli_serves_a_site_until_its_duration(tmp_path: Path) -> None:
     finally:
         p.terminate()
         p.wait(10)
+    assert p.returncode == 0  # SIGTERM stops it cleanly ...
+    assert not (tmp_path / "bus1").exists()  # ... and its socat pair is gone
+
+
+def test_socat_dies_with_a_killed_simulator(tmp_path: Path) -> None:
+    """kill -9 of the simulator leaves no socat behind (PR_SET_PDEATHSIG)."""
+    import signal
+    import subprocess
+    import sys
+
+    cfg = site(tmp_path)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "emberlink.tools.cli", "sim", "run", "--config", str(cfg.source)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert p.stdout is not None
+    p.stdout.readline()
+
+    def socats() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", f"link={tmp_path}/bus1"], capture_output=True)
+        return out.stdout.decode().split()
+
+    assert socats()
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    for _ in range(100):
+        if not socats():
+            break
+        time.sleep(0.05)
+    assert socats() == []
