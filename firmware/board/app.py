@@ -71,6 +71,12 @@ class App:
         self.wdt = None
         self.started = ticks_ms()
         o = cfg["outbox"]
+        try:
+            import os
+
+            os.mkdir(cfg["data_dir"])
+        except OSError:
+            pass  # exists
         self.outbox = Outbox(cfg["data_dir"] + "/outbox", o["max_telemetry"], o["seg_records"])
         self.batch_max = o["batch_max_events"]
         self.warnings = []  # type: list

@@ -125,6 +125,10 @@ def build_mpy(out: Path, arches: tuple[str, ...] = ARCHES) -> list[tuple[str, in
                                check=True)  # fmt: skip
                 sizes[arch] = dest.stat().st_size
             rows.append((dest_pkg + "/" + mod, src.stat().st_size, sizes))
+            plain = out / "src" / dest_pkg / (mod + ".py")  # for freezing (manifest.py)
+            plain.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, plain)
+    (out / "src" / "emberlink" / "__init__.py").write_text("")
     for arch in arches:
         (out / arch / "emberlink" / "__init__.py").write_text("")
         shutil.copy(ROOT / "firmware" / "board" / "main.py", out / arch / "main.py")
@@ -150,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", required=True)
     c.add_argument("--data-dir")
     c.add_argument("--clock-synced", action="store_true", help="the host clock is NTP-synced")
+    c.add_argument(
+        "--uart",
+        action="append",
+        default=[],
+        metavar="BUS=ID[,TX,RX[,DE]]",
+        help="on a board: bus BUS is machine.UART(ID) on these pins (DE: RS-485 enable)",
+    )
     m = sub.add_parser("mpy", help="compile the board's modules with mpy-cross")
     m.add_argument("--out", default=str(ROOT / "build" / "board"))
     m.add_argument("--arch", action="append", choices=ALL_ARCHES)
@@ -157,6 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "config":
         try:
             cfg = board_config(Path(args.site), args.data_dir, args.clock_synced)
+            for spec in args.uart:
+                bus_id, _, pins = spec.partition("=")
+                nums = [int(x) for x in pins.split(",")]
+                bus = next(b for b in cfg["buses"] if b["id"] == int(bus_id))
+                bus.pop("device")
+                bus["uart"] = nums[0]
+                for k, v in zip(("tx", "rx", "de"), nums[1:], strict=False):
+                    bus[k] = v
+        except StopIteration:
+            print(f"build.py: --uart names a bus the site does not have: {args.uart}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         except ValueError as e:
             print(f"build.py: {e}", file=sys.stderr)
             return 2
