@@ -147,6 +147,7 @@ class Link:
         self.reads: list[Read] = []
         self.requests = 0
         self.busy_s = 0.0  # time with a request in flight, for the duty-cycle figure
+        self.last_turn = 0.0  # loop time of the scheduler's last turn (watchdog)
         self._rx = 0
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         for d in self.devices:
@@ -161,6 +162,11 @@ class Link:
                 for block in schema.plan_reads(pts, schema.MAX_READ_REGS, gap):
                     dl = request_deadline_s(bus, block["count"])
                     self.reads.append(Read(d, block, prio, periods[prio], dl))
+
+    def stall_limit_s(self) -> float:
+        """Longest time the scheduler may not turn while healthy: the longest request, + slack."""
+        longest = max((r.deadline_s for r in self.reads), default=0.0)
+        return longest * (1 + self.bus.retries) + 0.5 + 1.0 + 5.0
 
     # --- cycle budget --------------------------------------------------------------------------
     def load(self) -> float:
@@ -274,7 +280,7 @@ class Link:
             log.warning(warn)
         try:
             while True:
-                now = loop.time()
+                now = self.last_turn = loop.time()
                 nxt, wake = self.next_read(now)
                 if nxt is None:
                     await asyncio.sleep(wake - now)

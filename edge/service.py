@@ -37,6 +37,7 @@ log = logging.getLogger("emberlink.gateway")
 SPILL_MAX = 10_000  # events held in memory while the outbox cannot write
 RESTART_S = 2.0  # a crashed bus or uplink task is restarted after this pause
 SHUTDOWN_FLUSH_S = 5.0  # SIGTERM: time allowed to publish what is queued and the death
+WATCHDOG_STALL_S = 10.0  # a poll loop that has not turned for this long is wedged
 CAPS = 1 | 2 | 32  # modbus_rtu, modbus_tcp, series (codes.CAP_NAMES)
 
 
@@ -264,14 +265,18 @@ class Gateway:
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if not usec:
             return
-        last = -1
+        loop = asyncio.get_running_loop()
+        # a scheduler turns at least once a second plus one request (its longest deadline with
+        # retries): beyond that, or WATCHDOG_STALL_S, it is wedged and systemd may restart us
         while True:
             await asyncio.sleep(usec / 2e6)
-            polls = sum(lk.requests for lk in self.links)
-            # feed only while the poll loops are turning (or there is nothing to poll)
-            if polls != last or not self.links:
+            now = loop.time()
+            if all(now - lk.last_turn < max(WATCHDOG_STALL_S, lk.stall_limit_s())
+                   for lk in self.links):  # fmt: skip
                 sd_notify("WATCHDOG=1")
-            last = polls
+            else:
+                log.error("a poll loop has not turned for %.0f s: not feeding the watchdog",
+                          max(now - lk.last_turn for lk in self.links))  # fmt: skip
 
     # --- life ------------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -249,3 +249,27 @@ async def test_reset_and_test_mode_commands(tmp_path: Path) -> None:
     assert gw.handle_command(messages.OP_TEST_MODE, {0: 7})[0] == messages.RES_BAD_ARGS
     assert gw.handle_command(99, {})[0] == messages.RES_UNKNOWN_OP
     gw.outbox.close()
+
+
+async def test_watchdog_fed_while_every_device_is_down(tmp_path: Path, monkeypatch: Any) -> None:
+    """Dead devices and no broker are not a wedged process: systemd must not restart it."""
+    from emberlink.edge.service import Gateway
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "n.sock"))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "n.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    # nothing listens on the device's port, and the broker port is closed too
+    gw = Gateway(config.load(site_toml(tmp_path, 1, tcp=[(1, "fire_panel")])))
+    task = asyncio.create_task(gw.run())
+    await asyncio.sleep(4)
+    gw.stop()
+    await asyncio.wait_for(task, 20)
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(sock.recv(64).decode())
+    sock.close()
+    assert gw.links[0].devices[0].polls_ok == 0
+    assert got.count("WATCHDOG=1") >= 5
