@@ -205,14 +205,50 @@ def annual_coverage(session: Session, unit: models.Unit, year: int) -> list[dict
     return rows
 
 
+def untested_points(session: Session, unit: models.Unit, year: int) -> list[dict[str, Any]]:
+    """Registered points of the unit that no signed visit of the year proved with an event
+    (all devices must be covered within the year, standards.md §3.4)."""
+    visits = _visits(session, unit.id, date(year, 1, 1), date(year, 12, 31))
+    tested: set[tuple[int, int]] = set()
+    for v in visits:
+        for item in service.visit_content(session=session, visit=v)["items"]:
+            tested.update((e["gateway_id"], e["src"]) for e in item["evidence"])
+    gws = service.unit_gateways(session, unit.id)
+    if not gws:
+        return []
+    D, Pt = models.Device, models.Point
+    rows = session.execute(
+        select(D.gateway_id, D.bus, D.unit_addr, Pt.point, Pt.name)
+        .join(Pt, Pt.device_id == D.id)
+        .where(D.gateway_id.in_(gws))
+        .order_by(D.gateway_id, D.bus, D.unit_addr, Pt.point)
+    )
+    out = []
+    for gw, bus, addr, point, name in rows:
+        src = (bus << 24) | (addr << 16) | point
+        if (gw, src) not in tested:
+            out.append({"gateway_id": gw, "point": f"{bus}-{addr}-{point}", "name": name})
+    return out
+
+
 def annual(session: Session, unit: models.Unit, year: int, fmt: str) -> tuple[bytes, str]:
     visits = _visits(session, unit.id, date(year, 1, 1), date(year, 12, 31), ["annual_test"])
     coverage = annual_coverage(session, unit, year)
+    untested = untested_points(session, unit, year)
     if fmt == "csv":
         rows = item_rows(session, visits)
-        body = to_csv(rows, ITEM_COLUMNS) + "\n" + to_csv(coverage, ["code", "title", "done"])
+        body = (
+            to_csv(rows, ITEM_COLUMNS)
+            + "\n"
+            + to_csv(coverage, ["code", "title", "done"])
+            + "\n"
+            + to_csv(untested, ["gateway_id", "point", "name"])
+        )
         return body.encode(), "text/csv"
     extra = [f"{r['code']}: {r['done']} - {r['title']}" for r in coverage]
+    if untested:
+        listed = ", ".join(f"{u['gateway_id']}/{u['point']} {u['name']}".strip() for u in untested)
+        extra.append(f"Points with no test event this year ({len(untested)}): {listed}")
     if unit.kind == "key_unit":
         extra.append(f"Key unit: file this record with the fire authority by {year}-12-31.")
     title = f"Annual test report {year} - {unit.name}"

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from emberlink.protocol import codes
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
 from .. import models, schemas
@@ -31,6 +31,7 @@ DEFECT_DUE_MS = {"critical": DAY_MS, "major": 7 * DAY_MS, "minor": 30 * DAY_MS}
 TEST_MODE_REACH_MS = 4 * 3_600_000
 SIGNED = "Visit is signed; corrections are new revisions"
 GENESIS = "0" * 64
+AUDIT_LOCK = 0x454C4D41  # "ELMA": the advisory lock key of the audit trail
 CATALOGUES = {catalogue.CATALOGUE_VERSION: catalogue.SEED}
 EVIDENCE_KINDS = (
     codes.FIRE_ALARM,
@@ -74,6 +75,10 @@ def audit(
     """Append one entry; its hash covers the previous entry's hash (a chain that cannot fork:
     ``prev_hash`` is unique)."""
     A = models.MaintAudit
+    if session.get_bind().dialect.name == "postgresql":
+        # One appender at a time (SQLite writers are serialised by BEGIN IMMEDIATE already);
+        # without it two transactions would read the same last hash and one would fail.
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
     last = session.scalars(select(A).order_by(A.id.desc()).limit(1)).first()
     prev = last.hash if last is not None else GENESIS
     at = models_now()

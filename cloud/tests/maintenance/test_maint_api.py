@@ -14,7 +14,7 @@ from emberlink.cloud.maintenance.evidence import NO_EVIDENCE
 from emberlink.protocol import codes, messages, topics, wire
 from fastapi.testclient import TestClient
 from pypdf import PdfReader
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -602,3 +602,64 @@ def test_test_mode_before_the_visit_widens_the_window_and_faults_are_listed(
     ing2.flush()
     r = client.get(P + f"/visits/{vid}", headers=world.auth("contractor"))
     assert r.json()["evidence_window"][0] == now - 600_000
+
+
+def test_concurrent_audit_appends_chain_in_order(
+    db_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """Two transactions appending at once: the second waits for the first and links to it."""
+    import threading
+
+    from emberlink.cloud.maintenance import service
+
+    first = sessions()
+    a = service.audit(session=first, actor="a", action="x", entity="e", entity_id=1, detail={})
+    done: list[str] = []
+
+    def second() -> None:
+        with sessions() as s2, s2.begin():
+            b = service.audit(session=s2, actor="b", action="x", entity="e", entity_id=2, detail={})
+            done.append(b.prev_hash)
+
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(0.5)  # SQLite: BEGIN IMMEDIATE waits; PostgreSQL: the advisory lock waits
+    assert done == []
+    first.commit()
+    first.close()
+    t.join(30)
+    assert done == [a.hash]
+    with sessions() as s:
+        rows = list(s.scalars(select(models.MaintAudit).order_by(models.MaintAudit.id)))
+    assert service.verify_chain(rows) and len(rows) == 2
+
+
+def test_annual_report_lists_points_no_visit_proved(
+    client: TestClient, sessions: sessionmaker[Session], world: World
+) -> None:
+    m = _setup(client, world)
+    admin = world.auth("admin")
+    dev = client.post(
+        P[:-6] + "/devices", headers=admin, json={"gateway_id": 10, "bus": 1, "unit_addr": 3}
+    ).json()["id"]
+    for point, name in ((7, "detector lobby"), (8, "detector stair")):
+        r = client.post(
+            P[:-6] + "/points", headers=admin, json={"device_id": dev, "point": point, "name": name}
+        )
+        assert r.status_code == 201
+    v = _open(client, world, m, kind="annual_test")
+    _test_alarm(sessions)
+    r = _item(client, world, v["id"], code="FA-Y-ALL", result="pass")
+    assert r.json()["items"][0]["evidence"][0]["text"].startswith("detector lobby: test fire")
+    client.post(P + f"/visits/{v['id']}/close", headers=world.auth("contractor"))
+    assert _sign(client, world, v["id"], m.lead).status_code == 200
+    year = client.get(P + f"/units/{world.unit_a}/schedule", headers=admin).json()["on"][:4]
+    r = client.get(P + f"/reports/annual?unit_id={world.unit_a}&year={year}", headers=admin)
+    sections = r.text.split("\n\n")
+    assert 'FA-Y-ALL,"Annual test of every detector' in sections[1]
+    assert sections[2].splitlines() == ["gateway_id,point,name", "10,1-3-8,detector stair"]
+    r = client.get(
+        P + f"/reports/annual?unit_id={world.unit_a}&year={year}&format=pdf", headers=admin
+    )
+    pdf_text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(r.content)).pages)
+    assert "Points with no test event this year (1): 10/1-3-8 detector stair" in pdf_text
