@@ -16,6 +16,7 @@ from array import array
 
 from ..protocol import codes
 from .lifecycle import CLEAR, RAISE, Condition
+from .ring import _MICROPYTHON
 
 try:
     from micropython import const
@@ -405,6 +406,9 @@ class Overcurrent:
         self.point = point
         self.spec = kind | (32 if latching else 0)
         self.inv = inverse
+        if not _MICROPYTHON:  # instance attributes read faster on CPython (see Point)
+            self.inv_c = self.dt_c = self.inst_c = None
+            self.inst_pickup = self.dt_pickup = 0
         self.conditions = []  # the conditions made so far, in stage order (6, 7, 8)
         if dt_pickup:
             self.dt_pickup = dt_pickup

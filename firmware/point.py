@@ -23,6 +23,7 @@ from . import fastpath
 from .fastpath import quiet_ring, ring_push
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import (
+    _MICROPYTHON,
     BAD_,
     CMAX_,
     GAP_,
@@ -134,6 +135,11 @@ class Point:
             self.fault_list = tuple(fl)
             self.nfv = len(fl)
         self.detectors = []
+        if not _MICROPYTHON:
+            # CPython reads instance attributes faster than class ones: copy the defaults the
+            # full pass reads (memory is no concern there)
+            self.comms_c = None
+            self.nfv = self.nfv
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast paths (MicroPython, compact ring, non-negative range): see fastpath.py
         r = self.ring
