@@ -287,9 +287,13 @@ def parse(raw: dict[str, Any], source: Path | None = None) -> GatewayConfig:
     )  # fmt: skip
     buses = [_bus(_Table(b, f"bus[{i}]", bus_keys), i) for i, b in enumerate(buses_raw)]
     ids = [b.id for b in buses]
+    links = [b.device if b.type == "rtu" else f"{b.host}:{b.port}" for b in buses]
     for i, b in enumerate(buses):
         if ids.count(b.id) > 1:
             raise ConfigError(f"bus[{i}].id", f"bus id {b.id} used twice")
+        if links.count(links[i]) > 1:
+            # two schedulers on one link would put two requests in flight on one line
+            raise ConfigError(f"bus[{i}]", f"{links[i]} is also another bus's link")
     devs_raw = raw.get("device", [])
     if not isinstance(devs_raw, list):
         raise ConfigError("device", "must be an array of tables ([[device]])")

@@ -34,6 +34,7 @@ from .uplink import Uplink
 
 log = logging.getLogger("emberlink.gateway")
 
+DISK_LOW_KB = 50 * 1024  # FAULT disk_full below 50 MB free: hours of telemetry at our rates
 SPILL_MAX = 10_000  # events held in memory while the outbox cannot write
 RESTART_S = 2.0  # a crashed bus or uplink task is restarted after this pause
 SHUTDOWN_FLUSH_S = 5.0  # SIGTERM: time allowed to publish what is queued and the death
@@ -101,6 +102,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._spill: list[tuple[Event, int, bool]] = []
         self.crashes = 0
+        self.disk_low = False
         self._progress = 0
         self.budget_warnings = [w for w in (lk.check_budget() for lk in self.links) if w]
 
@@ -216,6 +218,11 @@ class Gateway:
         t = self.clock.now_ms()
         self.points.flush_stale(t)
         values = self.health_values()
+        low = (values["disk_free_kb"] or 0) < DISK_LOW_KB
+        if low != self.disk_low:  # a fault well before the card is full (TB #2094: 45 GB)
+            self.disk_low = low
+            state = codes.ACTIVE if low else codes.NORMAL
+            self.emit(Event(codes.FAULT, 0, 0, state=state, code=105, part=202), t)
         items = [(Event(codes.HEALTH, 0, 0, health=health.gateway_map(values)), t)]
         for lk in self.links:
             for d in lk.devices:

@@ -273,3 +273,26 @@ async def test_watchdog_fed_while_every_device_is_down(tmp_path: Path, monkeypat
     sock.close()
     assert gw.links[0].devices[0].polls_ok == 0
     assert got.count("WATCHDOG=1") >= 5
+
+
+def test_two_buses_on_one_link_refused(tmp_path: Path) -> None:
+    p = tmp_path / "gw.toml"
+    p.write_text('[gateway]\nid = 1\n[[bus]]\nid = 1\ntype = "tcp"\nhost = "10.0.0.5"\n'
+                 '[[bus]]\nid = 2\ntype = "tcp"\nhost = "10.0.0.5"\nport = 502\n')  # fmt: skip
+    with pytest.raises(config.ConfigError, match="also another bus's link") as ei:
+        config.load(p)
+    assert ei.value.field == "bus[0]"
+
+
+def test_low_disk_raises_and_clears_a_fault(tmp_path: Path, monkeypatch: Any) -> None:
+    from emberlink.edge import health, service
+
+    gw = service.Gateway(config.load(site_toml(tmp_path, 1)))
+    monkeypatch.setattr(health, "disk_free_kb", lambda path: 1024)
+    gw.heartbeat()
+    gw.heartbeat()  # once, not on every heartbeat
+    monkeypatch.setattr(health, "disk_free_kb", lambda path: 10**7)
+    gw.heartbeat()
+    faults = [e for e in _rows(gw) if e.kind == codes.FAULT and e.code == 105]
+    assert [e.state for e in faults] == [codes.ACTIVE, codes.NORMAL]
+    gw.outbox.close()
