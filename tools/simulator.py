@@ -74,6 +74,7 @@ class SimulatedDevice:
     profile: dict[str, Any]
     unit: int
     name: str = ""
+    zone: str = ""
     baud: int | None = None  # RTU: hold each answer for its wire time
     char_bits: int = 11
     turnaround_ms: int = DEFAULT_TURNAROUND_MS
@@ -273,6 +274,7 @@ class Site:
                 d.profile,
                 d.unit,
                 d.name,
+                d.zone,
                 baud=bus.baud if bus.type == "rtu" and self.wire_time else None,
                 char_bits=bus.char_bits,
             )
@@ -324,7 +326,8 @@ class Site:
 
 
 # --- scenarios -------------------------------------------------------------------------------
-STEP_ACTIONS = ("set", "raw", "bit", "ramp", "silent", "garbage", "exception", "ok", "break")
+STEP_ACTIONS = ("set", "raw", "bit", "ramp", "silent", "garbage", "exception", "ok", "break",
+                "overcurrent")  # fmt: skip
 
 
 def _first(site: Site, profile: str) -> SimulatedDevice:
@@ -336,9 +339,9 @@ def _first(site: Site, profile: str) -> SimulatedDevice:
 
 def builtin(name: str, site: Site) -> list[dict[str, Any]]:
     """Steps of a named scenario, applied to the first device of the profile it needs."""
-    if name == "smoke-rise":
+    if name == "smoke-rise":  # every smoke loop in the zone of the first one
         d = _first(site, "smoke_loop")
-        return [{"at_s": 1, "device": d.name, "action": "ramp", "point": "obscuration_1",
+        return [{"at_s": 1, "zone": d.zone, "action": "ramp", "point": "obscuration_1",
                  "from": 50, "to": 600, "over_s": 20}]  # fmt: skip
     if name == "residual-ramp":
         d = _first(site, "acrel_asj")
@@ -347,8 +350,8 @@ def builtin(name: str, site: Site) -> list[dict[str, Any]]:
     if name == "overcurrent":
         d = _first(site, "efm_multi")
         pickup = 6300  # 63.00 A in 0.01 A, as in the profile's detector section
-        return [{"at_s": 1, "device": d.name, "action": "set", "point": "phase_a_current",
-                 "value": 3 * pickup}]  # fmt: skip
+        return [{"at_s": 1, "device": d.name, "action": "overcurrent", "point": "phase_a_current",
+                 "k": 3, "pickup": pickup}]  # fmt: skip
     if name == "sensor-break":
         d = _first(site, "efm_multi")
         return [{"at_s": 1, "device": d.name, "action": "break", "point": "temperature_2"}]
@@ -372,13 +375,24 @@ BUILTINS = ("smoke-rise", "residual-ramp", "overcurrent", "sensor-break", "devic
 
 
 async def apply_step(site: Site, step: dict[str, Any]) -> None:
-    """Apply one step now (a ramp runs until its end)."""
+    """Apply one step now (a ramp runs until its end) to its device, or to every device of
+    its ``zone`` that has the step's point."""
+    if "zone" in step:
+        targets = [d for d in site.devices.values() if d.zone == step["zone"]
+                   and ("point" not in step or step["point"] in d.points)]  # fmt: skip
+        if not targets:
+            raise ValueError(f"no device in zone {step['zone']!r} fits {step}")
+        await asyncio.gather(*(apply_step(site, {**{k: v for k, v in step.items() if k != "zone"},
+                                                 "device": d.name}) for d in targets))  # fmt: skip
+        return
     d = site.device(step["device"])
     act = step["action"]
     if act not in STEP_ACTIONS:
         raise ValueError(f"unknown action {act!r}")
     if act == "set":
         d.set(step["point"], step["value"])
+    elif act == "overcurrent":  # k x the protection's pickup, in the point's units
+        d.set(step["point"], round(float(step["k"]) * int(step["pickup"])))
     elif act == "raw":
         d.set_raw(step["point"], step["value"])
     elif act == "break":

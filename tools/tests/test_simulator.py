@@ -58,6 +58,19 @@ bus = 2
 unit = 2
 profile = "smoke_loop"
 name = "smoke"
+zone = "L3"
+[[device]]
+bus = 2
+unit = 3
+profile = "smoke_loop"
+name = "smoke-b"
+zone = "L3"
+[[device]]
+bus = 2
+unit = 4
+profile = "smoke_loop"
+name = "smoke-elsewhere"
+zone = "L4"
 """)
     return config.load(p)
 
@@ -127,6 +140,8 @@ async def test_builtin_scenarios_apply(tmp_path: Path) -> None:
                 await simulator.apply_step(s, st)
         assert s.device("asj").get("residual_current") == 500
         assert s.device("smoke").get("obscuration_1") == 600
+        assert s.device("smoke-b").get("obscuration_1") == 600  # the whole zone L3
+        assert s.device("smoke-elsewhere").get("obscuration_1") == 0
         assert s.device("efm").get("phase_a_current") == 3 * 6300
         assert s.device("efm").regs[2] == 32767  # temperature_2 sensor break
         assert s.device("panel").regs[0] & 2
