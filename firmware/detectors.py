@@ -399,6 +399,7 @@ class Overcurrent:
     inst_c = None  # type: Condition | None
     dt_pickup = 0
     inst_pickup = 0
+    conditions = ()  # type: tuple | list  # a list once a condition is made
 
     def __init__(
         self, point, kind, latching, inverse, dt_pickup, dt_delay_ms, inst_pickup, dropout_pct
@@ -409,7 +410,6 @@ class Overcurrent:
         if not _MICROPYTHON:  # instance attributes read faster on CPython (see Point)
             self.inv_c = self.dt_c = self.inst_c = None
             self.inst_pickup = self.dt_pickup = 0
-        self.conditions = []  # the conditions made so far, in stage order (6, 7, 8)
         if dt_pickup:
             self.dt_pickup = dt_pickup
             self.dt_drop = dt_pickup * dropout_pct // 100
@@ -425,11 +425,12 @@ class Overcurrent:
             p = self.point
             c = Condition(p, self.spec & 31, code, bool(self.spec & 32), p.unit, p.exp)
             setattr(self, name, c)
-            cs = self.conditions
+            cs = list(self.conditions)  # the conditions made so far, in stage order (6, 7, 8)
             k = 0
             while k < len(cs) and cs[k].code < code:
                 k += 1
             cs.insert(k, c)
+            self.conditions = cs
         return c
 
     def restart(self):

@@ -76,6 +76,7 @@ class Point:
     fault_values = _NO_FAULT_VALUES  # raw value -> Condition
     fault_list = ()  # type: tuple
     nfv = 0  # len(fault_values)
+    detectors = ()  # type: tuple  # add() makes a new tuple
     rq = None  # type: tuple | None  # (buf, qv, qi, window, variance) of a ring with no min queue
     # Supervision conditions are made when they first raise (a transition may allocate: it
     # makes an Event anyway); until then the class's None stands in and costs no slot.
@@ -134,7 +135,6 @@ class Point:
                 fl.append(c)
             self.fault_list = tuple(fl)
             self.nfv = len(fl)
-        self.detectors = []
         if not _MICROPYTHON:
             # CPython reads instance attributes faster than class ones: copy the defaults the
             # full pass reads (memory is no concern there)
@@ -171,7 +171,9 @@ class Point:
         return self.st[GAP_]
 
     def add(self, detector):
-        self.detectors.append(detector)
+        ds = list(self.detectors)
+        ds.append(detector)
+        self.detectors = tuple(ds)
         # the block fast path serves points whose detectors all know when they are idle
         ok = self.ring is None or not self.ring.track_min
         for d in self.detectors:

@@ -175,8 +175,6 @@ class Ring:
                 + ")"
             )
         self.window = window
-        self.limit = limit
-        self.variance = variance
         self.buf = _ints(window, limit)
         self.qv = _ints(window, limit)  # max queue: values, decreasing from head to tail
         self.qi = _positions(window)  # max queue: their ring positions (for expiry)
@@ -189,6 +187,12 @@ class Ring:
             self.compact = True
         self.st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
         self.clear()
+        self.st[VAR_] = 1 if variance else 0
+
+    @property
+    def variance(self):
+        """The ring keeps the sum of squares (``s2``): st[VAR_]."""
+        return bool(self.st[VAR_])
 
     def clear(self):
         """Forget every sample (the storage is kept)."""
@@ -222,7 +226,7 @@ class Ring:
         if st[N_] == w:
             old = buf[i]
             st[S_] += x - old
-            if self.variance:
+            if st[VAR_]:
                 st[S2_] += x * x - old * old
             # The sample at position i leaves the window: drop it from the queue heads.
             h = st[HMAX_]
@@ -237,7 +241,7 @@ class Ring:
         else:
             st[N_] += 1
             st[S_] += x
-            if self.variance:
+            if st[VAR_]:
                 st[S2_] += x * x
         buf[i] = x
         # Rolling max: drop tail entries <= x, then append x.

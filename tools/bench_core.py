@@ -170,7 +170,7 @@ def _tracemalloc_per_channel(name: str, channels: int = 200) -> float:
             obj = V.VARIANTS[name]()
             if name.startswith("core"):
                 V._run_core(name, obj, ts, xs)
-                obj.out.clear()
+                obj = obj.point  # the channel is the Point (the time and out list are the caller's)
             else:
                 for x in xs:
                     obj.push(x)

@@ -495,6 +495,7 @@ def bytes_per_channel_mp(name, channels=100):
         obj = VARIANTS[name]()
         if name.startswith("core"):
             _run_core(name, obj, ts, xs)
+            obj = obj.point  # the channel is the Point (the time and out list are the caller's)
         else:
             for x in xs:
                 obj.push(x)
