@@ -141,6 +141,7 @@ class App:
         self.events = 0
         self.published = 0
         self.progress = 0
+        self.faults = 0
         self.peak_heap = 0
         self.last_gc = ticks_ms()
         self.last_hb = ticks_ms()
@@ -344,6 +345,7 @@ class App:
             "heap_after_gc": gc.mem_alloc(),
             "heap_total": gc.mem_alloc() + gc.mem_free(),
             "watchdog_feeds": self.wdt.feeds if self.wdt else 0,
+            "loop_faults": self.faults,
             "devices": {d.name: [d.polls_ok, d.polls_failed, int(d.down)] for d in self.devices},
         }
 
@@ -374,25 +376,36 @@ class App:
                 self.wdt.feed()
 
     # --- life --------------------------------------------------------------------------------
+    def step(self):
+        """One turn of the loop: a due read (or a wait for one), the uplink, housekeeping."""
+        now = ticks_ms()
+        r = self._next_read(now)
+        if r is not None:
+            self.poll(r, now)
+            self.uplink(0)
+        else:
+            wait = 50
+            for x in self.reads:
+                d = ticks_diff(x.due, now)
+                if d < wait:
+                    wait = max(d, 0)
+            self.uplink(wait)
+        self._housekeeping(ticks_ms())
+
     def run(self, duration_ms=None):
         """Run until ``duration_ms`` has passed (forever when None)."""
         self.wdt = Watchdog()
         self.heartbeat()
         start = ticks_ms()
         while duration_ms is None or ticks_diff(ticks_ms(), start) < duration_ms:
-            now = ticks_ms()
-            r = self._next_read(now)
-            if r is not None:
-                self.poll(r, now)
-                self.uplink(0)
-            else:
-                wait = 50
-                for x in self.reads:
-                    d = ticks_diff(x.due, now)
-                    if d < wait:
-                        wait = max(d, 0)
-                self.uplink(wait)
-            self._housekeeping(ticks_ms())
+            try:
+                self.step()
+            except Exception as e:
+                # logged and survived; a fault that repeats every turn stops the progress
+                # counter, so the watchdog resets the board
+                self.faults += 1
+                log("loop fault:", type(e).__name__, e)
+                sleep_ms(100)
         for d in self.devices:
             for p in d.pts:
                 p.flush(self.emit)

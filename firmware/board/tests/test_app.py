@@ -13,7 +13,7 @@ import pytest
 from emberlink.edge import config as gwconfig
 from emberlink.firmware.board import build
 from emberlink.firmware.board import outbox as obx
-from emberlink.protocol import codes, wire
+from emberlink.protocol import cbor, codes, messages, wire
 from emberlink.tools import simulator
 
 from .conftest import HERE, Subscriber, mp_popen, site_toml
@@ -55,6 +55,16 @@ def events(msgs: list[tuple[str, bytes, bool]]) -> list:  # type: ignore[type-ar
         if t.endswith("/ev"):
             b = wire.open_batch(payload)
             out += [(b.boot, b.seq0 + i, e) for i, e in enumerate(b.events)]
+    return out
+
+
+def results(msgs) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    """Command id -> result code of the gateway's answers on ``res``."""
+    out = {}
+    for t, p, _ in msgs:
+        if t.endswith("/res"):
+            r = messages.result_from_map(cbor.loads(p))
+            out[r.id] = r.result
     return out
 
 
@@ -103,6 +113,17 @@ async def test_board_polls_detects_and_delivers_alarms(tmp_path, broker) -> None
             await asyncio.sleep(1)
             await scenario(sim)
             await wait(lambda: has_alarms(sub.messages), 30)
+            import paho.mqtt.publish as paho_publish
+
+            for cid, op, args in (
+                (1, messages.OP_TIME_SYNC, {0: 1_800_000_000_000}),
+                (2, 99, None),
+            ):
+                cmd = messages.encode(messages.Command(gw, cid, op, args))
+                paho_publish.single(f"el/v1/{gw}/cmd", cmd, qos=1, hostname="127.0.0.1",
+                                    port=broker.port)  # fmt: skip
+            await wait(lambda: len(results(sub.messages)) >= 2, 10)
+            assert results(sub.messages) == {1: messages.RES_OK, 2: messages.RES_UNKNOWN_OP}
             sim.device(f"acrel_asj-{ASJ}").mode = "silent"  # a dead device: COMMS, not zero
             await wait(lambda: any(k == codes.COMMS and st == 1 for k, _, _, st in
                                    alarms(events(sub.messages))), 20)  # fmt: skip
