@@ -606,6 +606,7 @@ class ScheduleRow(BaseModel):
     next_due: str | None
     last_done: str | None
     missed: int
+    ahead: list[str]  # due dates generated ahead, within the horizon (monthly: 90 days)
 
 
 # A unit's schedule on a day

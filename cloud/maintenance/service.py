@@ -236,6 +236,9 @@ def open_visit(
         tech = session.get(models.MaintTechnician, m.technician_id)
         if tech is None or tech.firm_id != firm.id:
             raise Refused(422, f"Technician {m.technician_id} does not work for '{firm.name}'")
+        reason = technician_refusal(tech, started)
+        if reason is not None:
+            raise Refused(409, reason)
         crew.append(
             {"technician_id": tech.id, "name": tech.name, "cert_no": tech.cert_no, "role": m.role}
         )
@@ -878,6 +881,7 @@ def unit_schedule(*, session: Session, unit: models.Unit, on: date) -> schemas.S
                     next_due=st.next_due.isoformat() if st.next_due else None,
                     last_done=max(past).isoformat() if past else None,
                     missed=st.missed,
+                    ahead=[o.due.isoformat() for o in st.occurrences if o.window_open > on],
                 )
             )
     annual = [d for code, ds in done.items() for d in ds if _is_annual(code)]

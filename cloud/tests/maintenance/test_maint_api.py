@@ -252,6 +252,8 @@ def test_check_window_evidence_signature_immutability_and_correction(
     assert rows["FA-M-DET"]["state"] == "done" and rows["FA-M-DET"]["last_done"] is not None
     assert rows["FA-M-CTRL"]["state"] in ("upcoming", "due", "grace", "overdue")
     assert "SP-M-PUMP" not in rows
+    assert len(rows["FA-M-DET"]["ahead"]) == 3  # a 90-day horizon of monthly occurrences
+    assert len(rows["FA-Y-ALL"]["ahead"]) == 1 and rows["FA-L-CLEAN"]["ahead"] == []
     month = r.json()["on"][:7]
     r = client.get(P + f"/reports/monthly?unit_id={world.unit_a}&month={month}", headers=h)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -355,6 +357,33 @@ def test_contractor_writes_only_its_firms_contracts_at_its_units(
         },
     )
     assert (r.status_code, r.json()) == (422, {"detail": "The crew needs a lead"})
+    r = client.post(
+        P + "/visits",
+        headers=h,
+        json={"contract_id": m.contract, "kind": "patrol", "crew": crew, "started_ms": 0},
+    )
+    assert (r.status_code, r.json()) == (
+        409,
+        {"detail": "Contract is not in force at the visit's start"},
+    )
+    r = client.post(
+        P + "/visits",
+        headers=h,
+        json={
+            "contract_id": m.contract,
+            "kind": "patrol",
+            "crew": crew,
+            "started_ms": now + 120 * DAY,
+        },
+    )
+    from emberlink.cloud.maintenance.service import local_date
+
+    techs = client.get(P + f"/firms/{m.firm}/technicians", headers=h).json()
+    expiry = local_date(techs[0]["cert_expires_ms"])
+    assert (r.status_code, r.json()) == (
+        409,
+        {"detail": f"Technician 'Li Wei' certificate OP-Li expired on {expiry}"},
+    )
     r = client.post(
         P + "/visits",
         headers=h,
