@@ -9,7 +9,10 @@ last valid time, viper on/off); the ring is the compact layout (``buf``, ``qv``:
 ``array('h')``; ``qi``: ``array('B')``).
 
 * ``feed(point, t, x, out)`` replaces ``Point.feed`` on MicroPython (one call per sample).
-  Points the fast path does not serve (``st[VIPER_] == 0``) go to the bytecode ``feed``.
+  Quiet samples end there; a busy sample whose supervision, ring and stuck run change no
+  condition gets those done there and goes on to the bytecode detectors (``Point._detect``);
+  any other sample takes the bytecode full pass (``Point._full``). Points the fast path does
+  not serve (``st[VIPER_] == 0``) go to the bytecode ``feed``.
 * ``ring_push(ring, x)`` is ``Ring.push`` for those rings (no min queue), for the full pass.
 * ``quiet_ring(xs, j, n, buf, qv, qi, st)`` is ``Point._quiet_run``'s ring loop: it takes
   samples ``xs[j:n]`` (an ``array('i')``) while they are quiet and returns the index of the
@@ -51,6 +54,12 @@ _W = const(17)
 _RX = const(18)
 _PREV = const(19)
 _VIPER = const(20)
+_GAP = const(21)
+_HASPREV = const(22)
+_BAD = const(24)
+_HI = const(28)
+_COMMSON = const(29)
+_FV = const(30)
 _MASK = const(0x3FFFFFFF)
 
 WORDS = {
@@ -73,6 +82,12 @@ WORDS = {
     "RX_": _RX,
     "PREV_": _PREV,
     "VIPER_": _VIPER,
+    "GAP_": _GAP,
+    "HASPREV_": _HASPREV,
+    "BAD_": _BAD,
+    "HI_": _HI,
+    "COMMSON_": _COMMSON,
+    "FV_": _FV,
 }
 
 quiet_ring = None
@@ -158,15 +173,23 @@ try:
 
     @micropython.viper
     def _feed(self, t: int, x: int, out):
-        # Point.feed: the quiet path in machine code, anything else to the bytecode full pass
+        # Point.feed. Quiet samples (lo <= x < xq) end here. A busy sample (a detector is timing
+        # or integrating, or x is above the quiet bound) has its supervision, times, ring and
+        # stuck run done here when none of them changes a condition, then the bytecode
+        # detectors (Point._detect). Anything else goes to the bytecode full pass (_full).
         st = self.st
         Sp = ptr32(st)  # type: ignore[name-defined]  # noqa: F821
         if not Sp[_VIPER]:
             self.pyfeed(t, x, out)
             return
-        if x < int(Sp[_LO]) or x >= int(Sp[_XQ]):
-            self._full(t, x, out)
-            return
+        quiet = x >= int(Sp[_LO]) and x < int(Sp[_XQ])
+        if not quiet:
+            if x < int(Sp[_LO]) or x > int(Sp[_HI]) or not Sp[_HASPREV]:
+                self._full(t, x, out)
+                return
+            if Sp[_BAD] or Sp[_COMMSON] or Sp[_FV]:
+                self._full(t, x, out)
+                return
         if Sp[_STUCK]:
             d = x - int(Sp[_RUNX])
             tol = int(Sp[_TOL])
@@ -182,6 +205,7 @@ try:
                 Sp[_RUNX] = x
                 Sp[_RUN] = 1
         tm = t & _MASK
+        dt = (tm - int(Sp[_PREV])) & _MASK
         Sp[_RX] = tm
         Sp[_PREV] = tm
         r = self.ring
@@ -218,6 +242,10 @@ try:
         Sp[_H] = h
         Sp[_C] = c + 1
         Sp[_I] = 0 if i == w - 1 else i + 1
+        if not quiet:
+            if dt > int(Sp[_GAP]):
+                dt = int(Sp[_GAP])
+            self._detect(t, dt, x, out)
 
     @micropython.viper
     def _ring_push(r, x: int):

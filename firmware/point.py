@@ -26,8 +26,11 @@ from .ring import (
     _MICROPYTHON,
     BAD_,
     CMAX_,
+    COMMSON_,
+    FV_,
     GAP_,
     HASPREV_,
+    HI_,
     HICODE_,
     HMAX_,
     I_,
@@ -135,6 +138,7 @@ class Point:
                 fl.append(c)
             self.fault_list = tuple(fl)
             self.nfv = len(fl)
+            st[FV_] = 1
         if not _MICROPYTHON:
             # CPython reads instance attributes faster than class ones: copy the defaults the
             # full pass reads (memory is no concern there)
@@ -146,6 +150,7 @@ class Point:
         viper = quiet_ring is not None and r is not None and r.compact and lo >= 0
         if viper:
             st[LO_] = lo
+            st[HI_] = hi
             st[XQ_] = lo
             st[TOL_] = stuck_tolerance
             st[VAR_] = 1 if r.variance else 0  # type: ignore[union-attr]
@@ -263,6 +268,7 @@ class Point:
         c = self.comms_c
         if c is not None and c.cause:
             c.apply(CLEAR, t, None, out)
+            st[COMMSON_] = 0
         if self.nfv and x in self.fault_values:
             self._fault_value(t, x, out)
             self._refresh_quiet()
@@ -345,6 +351,25 @@ class Point:
         self.xq = xq
         if st[VIPER_]:
             st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
+
+    def _detect(self, t, dt, x, out):
+        # the end of _full, for fastpath.feed's busy path (viper points: supervision, ring and
+        # stuck run done in machine code, nothing to raise or clear there)
+        dets = self.detectors
+        for d in dets:
+            d.step(t, dt, x, out)
+        xq = self.lo
+        if self.st[QOK_]:  # (no fault values: the fast path leaves those points to _full)
+            xq = self.hi + 1
+            for d in dets:
+                q = d.quiet_below()
+                if q is None:
+                    xq = self.lo
+                    break
+                if q < xq:
+                    xq = q
+        self.xq = xq
+        self.st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
 
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
@@ -545,6 +570,7 @@ class Point:
         c = self.comms_c
         if c is not None and c.cause:
             c.apply(CLEAR, t, None, out)
+            self.st[COMMSON_] = 0
         for f in self.fault_list:
             if f.cause:
                 f.apply(CLEAR, t, None, out)
@@ -569,6 +595,7 @@ class Point:
             and (t - st[RX_]) & TICKS_MASK >= self.timeout
         ):
             self._fault("comms_c", 55).apply(RAISE, t, None, out)
+            st[COMMSON_] = 1
             self._quiet_off()
 
     def ack(self, t, out, actor=None):

@@ -87,7 +87,10 @@ BAD_ = const(24)  # a supervision fault (value or range) has its cause present (
 LOCODE_ = const(25)  # condition code below lo (out_of_range 50 or open_circuit 51)
 HICODE_ = const(26)  # condition code above hi (out_of_range 50 or short_circuit 52)
 QOK_ = const(27)  # every detector knows when it is idle (Point.quiet_ok; 1/0)
-STATE_WORDS = const(28)
+HI_ = const(28)  # highest valid sample (viper points)
+COMMSON_ = const(29)  # no_response cause present (1/0)
+FV_ = const(30)  # the point has fault values (1/0)
+STATE_WORDS = const(31)
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
