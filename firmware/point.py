@@ -399,13 +399,19 @@ class Point:
         """
         n = len(xs) if end < 0 else end
         j = start
+        # a sample that is not quiet: the viper feed's busy path on viper points, else _full
+        # (two direct calls: a bound method kept in a local would allocate)
+        viper = self.st[VIPER_]
         while j < n:
             if self.xq > self.lo:  # something can be quiet (xq <= lo: a detector is busy)
                 j = self._quiet_run(ts, xs, j, n)
                 if j >= n:
                     break
             # sample j is not quiet (the quiet run stopped at it, or nothing is quiet now)
-            self._full(ts[j], xs[j], out)
+            if viper:
+                self.feed(ts[j], xs[j], out)
+            else:
+                self._full(ts[j], xs[j], out)
             j += 1
 
     def _quiet_bound(self):
