@@ -400,6 +400,13 @@ class FirmCreate(_In):
     qualified: bool = True
 
 
+# A firm's qualification changed: a renewed certificate, or withdrawn
+class FirmUpdate(_In):
+    cert_no: str | None = Field(default=None, min_length=1, max_length=100)
+    cert_expires_ms: Millis | None = None
+    qualified: bool | None = None
+
+
 # Service firm as returned
 class FirmPublic(_Out):
     id: int

@@ -117,6 +117,29 @@ def create_firm(
     return service.create_firm(session=session, firm_in=firm_in, actor=user.name)
 
 
+@router.patch("/firms/{firm_id}", response_model=schemas.FirmPublic)
+def update_firm(
+    session: SessionDep, user: MaintManager, firm_id: RowId, firm_in: schemas.FirmUpdate
+) -> models.MaintFirm:
+    """Renew or withdraw a firm's qualification (audited; signed records keep what they say)."""
+    firm = _firm(session, firm_id)
+    changes = firm_in.model_dump(exclude_none=True)
+    if not changes:
+        raise HTTPException(status_code=422, detail="Nothing to change")
+    for k, v in changes.items():
+        setattr(firm, k, v)
+    session.flush()
+    service.audit(
+        session=session,
+        actor=user.name,
+        action="update",
+        entity="firm",
+        entity_id=firm.id,
+        detail=changes,
+    )
+    return firm
+
+
 @router.get("/firms", response_model=list[schemas.FirmPublic])
 def read_firms(session: SessionDep, _: CurrentUser) -> list[models.MaintFirm]:
     """Service firms."""

@@ -292,21 +292,35 @@ def test_sign_off_by_an_expired_firm_is_refused(
             "on 2020-01-01"
         },
     )
-    with sessions() as s, s.begin():
-        s.execute(update(models.MaintFirm).values(cert_expires_ms=now_ms() + DAY, qualified=False))
+    op = world.auth("operator")
+    r = client.patch(
+        P + f"/firms/{m.firm}",
+        headers=op,
+        json={"qualified": False, "cert_expires_ms": now_ms() + DAY},
+    )
+    assert r.status_code == 200 and r.json()["qualified"] is False
+    r = client.patch(P + f"/firms/{m.firm}", headers=op, json={})
+    assert (r.status_code, r.json()) == (422, {"detail": "Nothing to change"})
+    r = client.patch(P + f"/firms/{m.firm}", headers=world.auth("contractor"), json={})
+    assert (r.status_code, r.json()) == (403, {"detail": "Not enough permissions"})
     r = _sign(client, world, v["id"], m.lead)
     assert (r.status_code, r.json()) == (
         409,
         {"detail": "Firm 'Anquan Fire Services' is not qualified"},
     )
+    assert client.patch(P + f"/firms/{m.firm}", headers=op, json={"qualified": True}).is_success
     with sessions() as s, s.begin():
-        s.execute(update(models.MaintFirm).values(qualified=True))
         s.execute(update(models.MaintTechnician).values(cert_expires_ms=1_577_836_800_000))
     r = _sign(client, world, v["id"], m.lead)
     assert (r.status_code, r.json()) == (
         409,
         {"detail": "Technician 'Li Wei' certificate OP-Li expired on 2020-01-01"},
     )
+    with sessions() as s, s.begin():
+        s.execute(update(models.MaintTechnician).values(cert_expires_ms=now_ms() + DAY))
+    assert _sign(client, world, v["id"], m.lead).status_code == 200
+    audit = client.get(P + "/audit?entity=firm", headers=op).json()["data"]
+    assert [a["action"] for a in audit] == ["create", "member", "update", "update"]
 
 
 def test_contractor_writes_only_its_firms_contracts_at_its_units(
@@ -539,6 +553,7 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
         201,
     ),
     ("GET", "/firms/{firm}/technicians", None, ALL, 200),
+    ("PATCH", "/firms/{firm}", {"qualified": True}, MANAGE, 200),
     ("GET", "/contracts", None, ALL, 200),
     ("GET", "/units/{unit_a}/schedule", None, ALL, 200),
     ("POST", "/visits", "visit", WRITE, 201),
