@@ -1,0 +1,412 @@
+"""``emberlink demo``: the main job on one machine, end to end, with a live view.
+
+It starts, each as its own process and all in a scratch folder:
+
+1. an MQTT broker: a private ``mosquitto`` on a free port (or, when the binary is missing, a
+   broker already listening on 127.0.0.1:1883);
+2. the cloud registry on SQLite: ``emberlink cloud migrate``, ``serve`` and ``ingest``;
+3. a simulated site: ``emberlink sim run`` with a fire-alarm panel, an Acrel ASJ
+   residual-current relay and an analog smoke loop on a 9600-baud RTU bus (a real socat pty
+   pair, with wire time), and a multi-channel electrical-fire detector over Modbus TCP;
+4. the Pi gateway: ``emberlink gateway run``.
+
+Then it registers the site and the gateway in the cloud, plays a scripted scenario (a residual
+current ramp past the setpoint, smoke rising in a corridor, the panel's fire bit, a device that
+goes silent and comes back) and prints, as they arrive in the cloud database, the events, the
+alarms and the gateway's health, with the cloud's API address. Ctrl-C (or ``--duration``)
+stops everything cleanly: the gateway publishes its death, every child is ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from emberlink.protocol import codes
+
+GATEWAY_ID = 1
+HEARTBEAT_S = 5  # short, so the live view shows health changing within the demo
+EMBERLINK = [sys.executable, "-m", "emberlink.tools.cli"]
+
+SCENARIO = """
+# The demo's script: times are seconds after the simulator starts.
+[[step]]
+at_s = 8
+device = "residual-AL1"
+action = "ramp"
+point = "residual_current"
+from = 40
+to = 480
+over_s = 12
+
+[[step]]
+at_s = 26
+device = "smoke-loop-1"
+action = "ramp"
+point = "obscuration_1"
+from = 50
+to = 600
+over_s = 10
+
+[[step]]
+at_s = 40
+device = "panel-1"
+action = "bit"
+point = "system_status"
+bit = 1
+on = true
+
+[[step]]
+at_s = 48
+device = "efm-main"
+action = "silent"
+
+[[step]]
+at_s = 70
+device = "efm-main"
+action = "ok"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def site_config(work: Path, mqtt_port: int, tcp_port: int) -> str:
+    return f"""
+[gateway]
+id = {GATEWAY_ID}
+data_dir = "{work / "gateway-var"}"
+heartbeat_s = {HEARTBEAT_S}
+series_s = 10
+serial = "DEMO-PI-0001"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+cloud_ack = true
+
+[[bus]]
+id = 1
+type = "rtu"
+device = "{work / "bus1"}"
+baud = 9600
+stopbits = 2
+turnaround_ms = 50
+
+[[bus]]
+id = 2
+type = "tcp"
+host = "127.0.0.1"
+port = {tcp_port}
+
+[[device]]
+bus = 1
+unit = 1
+profile = "fire_panel"
+name = "panel-1"
+zone = "Building A"
+
+[[device]]
+bus = 1
+unit = 2
+profile = "acrel_asj"
+name = "residual-AL1"
+zone = "A1 distribution board"
+
+[[device]]
+bus = 1
+unit = 3
+profile = "smoke_loop"
+name = "smoke-loop-1"
+zone = "A1 corridor"
+
+[[device]]
+bus = 2
+unit = 1
+profile = "efm_multi"
+name = "efm-main"
+zone = "Main switchroom"
+"""
+
+
+class Demo:
+    """The processes of the demo, started in order and stopped in reverse."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.procs.append((name, p))
+
+    def check(self) -> None:
+        for name, p in self.procs:
+            if p.poll() is not None:
+                tail = (self.work / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {p.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(timeout=5)
+
+
+def wait_until(what: str, ok: Any, demo: Demo, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        demo.check()
+        if ok():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def src_name(src: int, names: dict[tuple[int, int], str]) -> str:
+    if src == 0:
+        return "gateway"
+    bus, unit, point = src >> 24, (src >> 16) & 0xFF, src & 0xFFFF
+    return f"{names.get((bus, unit), f'bus{bus}/unit{unit}')}#{point}"
+
+
+def describe(ev: dict[str, Any], names: dict[tuple[int, int], str]) -> str:
+    kind = ev["kind_name"]
+    parts = [kind, src_name(ev["src"], names)]
+    if ev.get("state") is not None:
+        parts.append(codes.name_of(codes.STATE_NAMES, ev["state"]))
+    if ev.get("code") is not None and ev["kind"] not in (codes.MAINTENANCE,):
+        parts.append(codes.name_of(codes.CONDITION_NAMES, ev["code"]))
+    data = ev.get("data") or {}
+    if "val" in data:
+        exp = data.get("exp", 0)
+        unit = codes.name_of(codes.UNIT_NAMES, data["unit"]) if "unit" in data else ""
+        parts.append(f"{data['val'] * 10.0**exp:g} {unit}".strip())
+    if kind == "measurement" and "samples" in data:
+        s = data["samples"]
+        exp = data.get("exp", 0)
+        unit = codes.name_of(codes.UNIT_NAMES, data["unit"]) if "unit" in data else ""
+        parts.append(f"{len(s)} samples, last {s[-1] * 10.0**exp:g} {unit}".strip())
+    latency = ev["received_ms"] - ev["t_ms"]
+    return f"{' '.join(str(p) for p in parts)}  (in the cloud {latency / 1000:.2f} s later)"
+
+
+def run(args: argparse.Namespace) -> int:
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="emberlink-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    demo = Demo(work)
+    token = "demo-" + secrets.token_urlsafe(32)
+    http_port = args.http_port or free_port()
+    tcp_port = free_port()
+    base = f"http://127.0.0.1:{http_port}/api/v1"
+
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if mosquitto:
+        mqtt_port = free_port()
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")
+        demo.start("mosquitto", [mosquitto, "-c", str(conf)])
+    elif port_open(1883):
+        mqtt_port = 1883
+    else:
+        print(
+            "emberlink demo: no MQTT broker: install Mosquitto (apt-get install mosquitto) "
+            "or start one on 127.0.0.1:1883",
+            file=sys.stderr,
+        )
+        return 1
+
+    site = work / "site.toml"
+    site.write_text(site_config(work, mqtt_port, tcp_port))
+    (work / "scenario.toml").write_text(SCENARIO)
+    env = dict(os.environ)
+    env.update(
+        EMBERLINK_DATABASE_URL=f"sqlite:///{work / 'cloud.db'}",
+        EMBERLINK_MQTT_HOST="127.0.0.1",
+        EMBERLINK_MQTT_PORT=str(mqtt_port),
+        EMBERLINK_BOOTSTRAP_ADMIN_TOKEN=token,
+    )
+    print(f"EmberLink demo in {work}", flush=True)
+    try:
+        if mosquitto:
+            wait_until("the broker", lambda: port_open(mqtt_port), demo)
+        subprocess.run([*EMBERLINK, "cloud", "migrate"], env=env, check=True, capture_output=True)
+        demo.start("cloud-serve", [*EMBERLINK, "cloud", "serve", "--port", str(http_port)], env)
+        demo.start("cloud-ingest", [*EMBERLINK, "cloud", "ingest"], env)
+        wait_until("the cloud API", lambda: port_open(http_port), demo)
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+        wait_until("the cloud API", lambda: client.get("/fleet").status_code == 200, demo)
+        org = client.post("/organisations", json={"name": "Demo district"}).json()
+        unit = client.post(
+            "/units",
+            json={
+                "organisation_id": org["id"],
+                "name": "Community micro fire station No. 1",
+                "kind": "micro_station",
+                "address": "1 Demo Road",
+            },
+        ).json()
+        site_row = client.post("/sites", json={"unit_id": unit["id"], "name": "Building A"}).json()
+        client.post(
+            "/gateways",
+            json={
+                "id": GATEWAY_ID,
+                "site_id": site_row["id"],
+                "name": "micro-station gateway",
+                "serial": "DEMO-PI-0001",
+                "heartbeat_s": HEARTBEAT_S,
+            },
+        ).raise_for_status()
+        names = {
+            (1, 1): "panel-1",
+            (1, 2): "residual-AL1",
+            (1, 3): "smoke-loop-1",
+            (2, 1): "efm-main",
+        }
+        for (bus, addr), name in names.items():
+            client.post(
+                "/devices",
+                json={"gateway_id": GATEWAY_ID, "bus": bus, "unit_addr": addr, "name": name},
+            ).raise_for_status()
+
+        demo.start(
+            "simulator",
+            [
+                *EMBERLINK,
+                "sim",
+                "run",
+                "--config",
+                str(site),
+                "--scenario",
+                str(work / "scenario.toml"),
+            ],
+        )
+        wait_until(
+            "the simulated site",
+            lambda: Path(str(work / "bus1")).exists() and port_open(tcp_port),
+            demo,
+        )
+        demo.start("gateway", [*EMBERLINK, "gateway", "run", "--config", str(site)])
+
+        print(f"cloud API: {base}  (docs http://127.0.0.1:{http_port}/docs, token {token})")
+        print("scenario: residual-current ramp at 8 s, smoke at 26 s, panel fire at 40 s,")
+        print("          EFM device silent 48-70 s; Ctrl-C stops.\n", flush=True)
+        live_view(client, demo, names, args.duration, args.all)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, httpx.HTTPError, subprocess.CalledProcessError) as e:
+        print(f"emberlink demo: {e}", file=sys.stderr)
+        print(f"logs in {work}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nstopping: gateway, simulator, cloud, broker ...")
+        demo.stop()
+        if not args.dir and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+
+
+TELEMETRY = (codes.MEASUREMENT, codes.HEALTH)
+
+
+def live_view(
+    client: httpx.Client,
+    demo: Demo,
+    names: dict[tuple[int, int], str],
+    duration: float,
+    show_all: bool = False,
+) -> None:
+    last_id = 0
+    last_health = ""
+    started = time.monotonic()
+    last_summary = started
+    alarms_seen: dict[int, str] = {}
+    telemetry = {codes.MEASUREMENT: 0, codes.HEALTH: 0}
+    while duration <= 0 or time.monotonic() - started < duration:
+        demo.check()
+        page = client.get("/events", params={"limit": 500}).json()["data"]
+        for ev in sorted(page, key=lambda e: e["id"]):
+            if ev["id"] <= last_id:
+                continue
+            last_id = ev["id"]
+            if ev["kind"] in TELEMETRY:
+                telemetry[ev["kind"]] += 1
+                if not show_all:
+                    continue
+            t = dt.datetime.fromtimestamp(ev["t_ms"] / 1000, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+            print(f"{t}  seq {ev['seq']:>4}  {describe(ev, names)}", flush=True)
+        if not show_all and time.monotonic() - last_summary >= 15:
+            last_summary = time.monotonic()
+            print(
+                f"          stored so far: {telemetry[codes.MEASUREMENT]} measurement series, "
+                f"{telemetry[codes.HEALTH]} health reports",
+                flush=True,
+            )
+        for a in client.get("/alarms", params={"limit": 100}).json()["data"]:
+            key = f"{a['status']}/{a['condition_active']}"
+            if alarms_seen.get(a["id"]) != key:
+                alarms_seen[a["id"]] = key
+                print(
+                    f"          ALARM #{a['id']} {a['kind_name']} at "
+                    f"{src_name(a['src'], names)}: {a['status']}"
+                    f"{' (condition active)' if a['condition_active'] else ''}",
+                    flush=True,
+                )
+        gw = client.get(f"/gateways/{GATEWAY_ID}").json()
+        h = gw.get("health") or {}
+        state = f"{h.get('status')} ({h.get('reason')}), outbox {h.get('outbox_depth')}"
+        if state != last_health:
+            last_health = state
+            print(f"          gateway {GATEWAY_ID}: {state}", flush=True)
+        time.sleep(1.0)
+    fleet = client.get("/fleet").json()
+    print("\nfleet:", json.dumps(fleet))
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="emberlink demo", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)"
+    )
+    p.add_argument("--http-port", type=int, default=0, help="cloud API port (default: a free one)")
+    p.add_argument("--dir", help="work in this folder and keep it (default: a temporary one)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--all", action="store_true", help="also print every telemetry event")
+    return run(p.parse_args(argv))
