@@ -114,6 +114,8 @@ class App:
                 self.reads.append(r)
         for w in self.warnings:
             log("warning:", w)
+        _forget("emberlink.firmware.config")  # the detector builder: 20 KB of heap, used once
+        _forget("emberlink.firmware.board.conf")
         m = cfg["mqtt"]
         self.mac_key = m["mac_key"]
         death = Batch(self.gw, self.outbox.boot, 0, self.clock.now_ms(),
@@ -411,6 +413,22 @@ class App:
                 p.flush(self.emit)
         self.uplink(200)
         self.write_status()
+
+
+def _forget(name):
+    """Drop a module used only at start (from sys.modules and its package) so gc frees it."""
+    if not MICROPYTHON:
+        return  # on CPython the module is shared with whatever else runs in the process
+    import sys
+
+    sys.modules.pop(name, None)
+    parent, _, leaf = name.rpartition(".")
+    pkg = sys.modules.get(parent)
+    if pkg is not None and leaf in pkg.__dict__:
+        try:
+            delattr(pkg, leaf)
+        except (AttributeError, TypeError):
+            pass
 
 
 def _port(bus):

@@ -22,7 +22,6 @@ from array import array
 
 from ...protocol import codes
 from ...protocol.messages import MAX_SAMPLES, Event
-from ..config import build_point
 from .compat import ticks_diff
 
 try:
@@ -89,6 +88,8 @@ class Pt:
         self.fault = 0  # active sensor-fault condition code
         self.det = None
         if p.get("detector"):
+            from ..config import build_point  # at start only: app.py drops the builder after
+
             pp = build_point(self.src, p, p.get("detectors") or {})
             warnings.extend(pp.warnings)
             self.det = pp.point
