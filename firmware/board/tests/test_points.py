@@ -1,4 +1,4 @@
-"""The board's register decoding equals the protocol's (profile.decode_raw), every type and order."""
+"""The board's register decoding equals the protocol's (profile.decode_raw): types, orders."""
 
 from __future__ import annotations
 
