@@ -61,6 +61,8 @@ _HI = const(28)
 _COMMSON = const(29)
 _FV = const(30)
 _MASK = const(0x3FFFFFFF)
+XMAX = 0x3FFFFFFF  # objects, not consts: viper compares them with an object sample
+XMIN = -0x3FFFFFFF
 
 WORDS = {
     "I_": _I,
@@ -172,39 +174,46 @@ try:
         return j
 
     @micropython.viper
-    def _feed(self, t: int, x: int, out):
+    def _feed(self, t, xo, out):
         # Point.feed. Quiet samples (lo <= x < xq) end here. A busy sample (a detector is timing
         # or integrating, or x is above the quiet bound) has its supervision, times, ring and
         # stuck run done here when none of them changes a condition, then the bytecode
         # detectors (Point._detect). Anything else goes to the bytecode full pass (_full).
+        # t and x stay objects for the calls out (events carry the caller's t); viper's int()
+        # truncates a long int, so x must be a small int first (|x| < 2**30 on every port: a
+        # larger one is out of any compact range and the full pass says so)
         st = self.st
         Sp = ptr32(st)  # type: ignore[name-defined]  # noqa: F821
         if not Sp[_VIPER]:
-            self.pyfeed(t, x, out)
+            self.pyfeed(t, xo, out)
             return
+        if xo > XMAX or xo < XMIN:
+            self._full(t, xo, out)
+            return
+        x = int(xo)
         quiet = x >= int(Sp[_LO]) and x < int(Sp[_XQ])
         if not quiet:
             if x < int(Sp[_LO]) or x > int(Sp[_HI]) or not Sp[_HASPREV]:
-                self._full(t, x, out)
+                self._full(t, xo, out)
                 return
             if Sp[_BAD] or Sp[_COMMSON] or Sp[_FV]:
-                self._full(t, x, out)
+                self._full(t, xo, out)
                 return
         if Sp[_STUCK]:
             d = x - int(Sp[_RUNX])
             tol = int(Sp[_TOL])
             if d >= 0 - tol and d <= tol:
                 if int(Sp[_RUN]) >= int(Sp[_LAST]) and not Sp[_STUCKON]:
-                    self._full(t, x, out)
+                    self._full(t, xo, out)
                     return
                 Sp[_RUN] = int(Sp[_RUN]) + 1
             else:
                 if Sp[_STUCKON]:
-                    self._full(t, x, out)
+                    self._full(t, xo, out)
                     return
                 Sp[_RUNX] = x
                 Sp[_RUN] = 1
-        tm = t & _MASK
+        tm = int(t) & _MASK  # (only the low 30 bits matter, and truncation keeps them)
         dt = (tm - int(Sp[_PREV])) & _MASK
         Sp[_RX] = tm
         Sp[_PREV] = tm
@@ -245,7 +254,7 @@ try:
         if not quiet:
             if dt > int(Sp[_GAP]):
                 dt = int(Sp[_GAP])
-            self._detect(t, dt, x, out)
+            self._detect(t, dt, xo, out)
 
     @micropython.viper
     def _ring_push(r, x: int):
