@@ -70,6 +70,7 @@ _PROFILE_KEYS = (
     "max_gap",
     "points",
     "source",
+    "signature",
 )
 _POINT_KEYS = (
     "id",
@@ -96,6 +97,10 @@ _POINT_KEYS = (
 _POLL_KEYS = ("status_ms", "telemetry_ms")
 _BIT_KEYS = ("bit", "event", "code", "name")
 _VALUE_KEYS = ("value", "event", "code", "name")
+# A signature register identifies the model during a bus scan: read it, and the value must
+# equal ``value`` (after ``mask``). Optional, so profiles without one stay valid.
+_SIGNATURE_KEYS = ("address", "table", "value", "mask", "note")
+MAX_SIGNATURES = 4  # a scan probes every candidate unit with each: keep the bus time small
 
 
 class ProfileError(ProtocolError):
@@ -283,7 +288,34 @@ def validate(raw):
         ids[p["id"]] = 1
         names[p["name"]] = 1
         prof["points"].append(p)
+    prof["signature"] = _signature(raw.get("signature", []), prof)
     return prof
+
+
+def _signature(sigs, prof):
+    if not isinstance(sigs, list):
+        raise ProfileError("signature", "must be a list of tables")
+    if len(sigs) > MAX_SIGNATURES:
+        raise ProfileError("signature", "more than " + str(MAX_SIGNATURES))
+    out = []
+    for i in range(len(sigs)):
+        where = "signature[" + str(i) + "]."
+        s = sigs[i]
+        _only(s, _SIGNATURE_KEYS, where)
+        out.append(
+            {
+                "address": _int(s, "address", where, 0, 0xFFFF),
+                "table": _choice(s, "table", where, TABLES, prof["table"]),
+                "value": _int(s, "value", where, 0, 0xFFFF),
+                "mask": _int(s, "mask", where, 1, 0xFFFF, 0xFFFF),
+            }
+        )
+    return out
+
+
+def signature_matches(sig, word):
+    """True when the register ``word`` read at ``sig``'s address carries the signature."""
+    return (word & sig["mask"]) == (sig["value"] & sig["mask"])
 
 
 # --- Register codec ------------------------------------------------------------------------

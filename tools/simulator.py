@@ -86,7 +86,11 @@ class SimulatedDevice:
 
     def __post_init__(self) -> None:
         end = max(p["address"] + p["words"] for p in self.profile["points"])
+        sigs = self.profile.get("signature", [])
+        end = max([end] + [s["address"] + 1 for s in sigs])
         self.regs = [0] * min(end + schema.DEFAULT_MAX_GAP, 0x10000)
+        for s in sigs:  # the model-id registers a bus scan identifies the device by
+            self.regs[s["address"]] = s["value"]
         self.points = {p["name"]: p for p in self.profile["points"]}
         self.last_change = 0.0
 
