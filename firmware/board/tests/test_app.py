@@ -243,3 +243,32 @@ async def test_the_same_alarms_as_the_pi_gateway(tmp_path, broker) -> None:  # t
         return {(f["kind"], f["src"], f.get("eflags"), f.get("unit"), f.get("exp")) for f in prio}
 
     assert evidence(board) == evidence(pi)
+
+
+async def test_broker_restart_the_board_reconnects_and_delivers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import Broker
+
+    b = Broker(tmp_path).start()
+    gw = 84
+    site = make_site(tmp_path, b.port, gw)
+    cfg = board_cfg(site, tmp_path, b.port)
+    async with simulator.Site(gwconfig.load(site)) as sim:
+        proc = mp_popen(HERE / "mp_app.py", [str(cfg), "0"])
+        try:
+            sub = Subscriber(b.port, f"el/v1/{gw}/#")
+            await wait(lambda: any(t.endswith("/state") for t, _, _ in sub.messages), 15)
+            sub.close()
+            b.stop()  # the broker goes away; the fire bit rises while it is gone
+            sim.device(f"fire_panel-{PANEL}").set_bit("system_status", 1, True)
+            await asyncio.sleep(2)
+            b.start()  # same port, no persistence: a fresh broker
+            sub = Subscriber(b.port, f"el/v1/{gw}/#")
+            await wait(lambda: any(k == codes.FIRE_ALARM and s == PANEL_SRC
+                                   for k, s, _, _ in alarms(events(sub.messages))), 30)  # fmt: skip
+            births = [wire.open_batch(p) for t, p, _ in sub.messages if t.endswith("/state")]
+            assert births and births[-1].events[0].kind == codes.BIRTH  # a new session's birth
+            sub.close()
+        finally:
+            proc.kill()
+            proc.wait(5)
+            b.stop()
