@@ -1,0 +1,100 @@
+"""Fixtures: one broker and one cloud (PostgreSQL) per session; one site + gateway per module.
+
+Modules start their processes once and run several scenarios against the running site; the
+checks at the end of each scenario look at the whole history of the gateway (nothing lost,
+nothing twice), so a scenario that breaks something shows up even in a later one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from . import bench
+from .harness import (
+    CONVERGE_S,
+    PROCESS_START_S,
+    Broker,
+    Cloud,
+    Gateway,
+    Proxy,
+    SiteThread,
+    free_port,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("broker"))
+    try:
+        yield b.start()
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Cloud]:
+    c = Cloud(tmp_path_factory.mktemp("cloud"), broker.port)
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+@dataclass
+class Bench:
+    """The roles of one module's scenarios."""
+
+    broker: Broker
+    cloud: Cloud
+    site: SiteThread
+    gateway: Gateway
+    proxy: Proxy | None
+    work: Path
+
+    @property
+    def gw(self) -> int:
+        return self.gateway.cfg.id
+
+    def birth(self, boot: int) -> None:
+        """Wait for the gateway's birth of ``boot`` in the database, then sync its clock."""
+        wait_until(
+            f"the birth of gateway {self.gw} boot {boot}",
+            lambda: self.cloud.sql(
+                "SELECT 1 FROM events WHERE gateway_id=%s AND boot=%s AND kind=13", self.gw, boot
+            ),
+            PROCESS_START_S,
+        )
+        self.broker.time_sync(self.gw)
+
+    def check_nothing_lost(self, timeout_s: float = CONVERGE_S) -> tuple[int, int]:
+        """Every seq the gateway allocated is in the database once; (lost, duplicates)."""
+        bench.converged(self.cloud, self.gateway, timeout_s)
+        lost, dups = bench.loss_and_duplicates(self.cloud, self.gateway)
+        assert not lost and dups == 0
+        return len(lost), dups
+
+
+def make_bench(
+    tmp: Path, broker: Broker, cloud: Cloud, gw: int, *, via_proxy: bool = False
+) -> Iterator[Bench]:
+    proxy = Proxy(broker.port) if via_proxy else None
+    cfg = bench.site_toml(tmp, gw, proxy.port if proxy else broker.port, free_port())
+    cloud.register(gw, bench.HEARTBEAT_S, [(b, u, n) for b, u, n in bench.DEVICES])
+    site = SiteThread(cfg)
+    gateway = Gateway(cfg, tmp)
+    try:
+        with site:
+            gateway.start()
+            b = Bench(broker, cloud, site, gateway, proxy, tmp)
+            b.birth(1)
+            yield b
+            gateway.stop()
+    finally:
+        gateway.stop()
+        if proxy:
+            proxy.close()
