@@ -455,3 +455,53 @@ class MaintAudit(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- Provisioning (issue 7): claim tokens, gateway broker credentials, their audit trail ------
+
+
+class ClaimToken(Base):
+    """A one-time claim token: only its SHA-256 is stored; bound to a site, an installer and the
+    serial of the gateway it may claim; valid until ``expires_ms`` (<= 10 minutes)."""
+
+    __tablename__ = "claim_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    installer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    gateway_id: Mapped[int] = mapped_column(BigInteger)  # the registry number it will take
+    serial: Mapped[str] = mapped_column(String(100))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
+    used_ms: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class GatewayCredential(Base):
+    """A gateway's broker login: the username and the password's Mosquitto PBKDF2 hash
+    (``$7$``); the MAC key lives on the gateway row. Revoked or decommissioned rows stay."""
+
+    __tablename__ = "gateway_credentials"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    claim_token_id: Mapped[int | None] = mapped_column(ForeignKey("claim_tokens.id"))
+    issued_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
+
+
+class ProvisionAudit(Base):
+    """Who did what to a gateway's provisioning, when, with which token (append-only)."""
+
+    __tablename__ = "provision_audit"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(200))  # a user name, or "gateway:<serial>"
+    action: Mapped[str] = mapped_column(String(40))
+    gateway_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    site_id: Mapped[int | None] = mapped_column(Integer)
+    claim_token_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))  # ok | refused
+    reason: Mapped[str] = mapped_column(String(300), default="")

@@ -640,3 +640,68 @@ class AuditPublic(_Out):
 class AuditsPublic(BaseModel):
     data: list[AuditPublic]
     chain_ok: bool
+
+
+# --- Provisioning (issue 7) -------------------------------------------------------------------
+
+# Printable serial as on the gateway's label (and its mDNS TXT record)
+Serial = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+# A claim token to issue: the site and gateway number it binds, the serial it may claim
+class ClaimTokenCreate(_In):
+    site_id: RowRef
+    gateway_id: GatewayNumber
+    serial: Serial
+    ttl_s: int = Field(default=600, ge=10, le=600, description="seconds, at most 10 minutes")
+
+
+# The issued claim token (the token itself is shown only here, once)
+class ClaimTokenPublic(_Out):
+    id: int
+    token: str
+    site_id: int
+    gateway_id: int
+    serial: str
+    expires_ms: int
+
+
+# What a gateway sends to exchange its claim token
+class ClaimRedeem(_In):
+    token: str = Field(min_length=1, max_length=100)
+    serial: Serial
+
+
+# A gateway's own credentials, returned once (claim or rotation)
+class GatewayCredentialsPublic(BaseModel):
+    gateway_id: int
+    mqtt_username: str
+    mqtt_password: str
+    mac_key_hex: str
+    mqtt_host: str
+    mqtt_port: int
+
+
+# Result of a revoke or decommission
+class RevokePublic(BaseModel):
+    gateway_id: int
+    revoked: int
+
+
+# One provisioning audit row
+class ProvisionAuditPublic(_Out):
+    id: int
+    at_ms: int
+    actor: str
+    action: str
+    gateway_id: int | None
+    site_id: int | None
+    claim_token_id: int | None
+    outcome: str
+    reason: str
+
+
+# The provisioning audit trail
+class ProvisionAuditList(BaseModel):
+    data: list[ProvisionAuditPublic]
+    count: int

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from .routes import alarms, events, fleet, gateways, ingest, maintenance, registry, users
+from .routes import alarms, claims, events, fleet, gateways, ingest, maintenance, registry, users
 
 api_router = APIRouter()
 for r in (
@@ -14,5 +14,6 @@ for r in (
     users.router,
     ingest.router,
     maintenance.router,
+    claims.router,
 ):
     api_router.include_router(r)

@@ -1,0 +1,196 @@
+"""Provisioning: claim tokens, the gateway's claim, credential rotation, revocation, audit.
+
+These routes write through their own transaction (``write_sessions``) rather than
+``SessionDep``: a refused claim must still leave its audit row, and the broker's files are
+rendered from what was committed, then Mosquitto is signalled to reload them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ... import crud, models, schemas
+from ...provision import broker, claims
+from ..deps import BearerDep, Principal, ReadSessionDep
+
+router = APIRouter(tags=["provisioning"])
+
+GatewayId = Annotated[int, Path(ge=0, le=0xFFFFFFFF, description="the gateway number")]
+PROVISIONERS = ("admin", "installer")
+AUDIT_READERS = ("admin", "operator", "auditor")
+
+
+def broker_settings(request: Request) -> broker.BrokerSettings:
+    """The app's broker settings (tests set ``app.state.broker_settings``), else from env."""
+    s = getattr(request.app.state, "broker_settings", None)
+    if s is None:
+        s = broker.BrokerSettings()
+        request.app.state.broker_settings = s
+    return s
+
+
+def _principal(session: Session, creds: BearerDep, roles: tuple[str, ...]) -> Principal:
+    if creds is None:
+        raise HTTPException(
+            status_code=401, detail="Not authenticated", headers={"WWW-Authenticate": "Bearer"}
+        )
+    user = crud.user_by_token(session=session, token=creds.credentials)
+    if user is None:
+        raise HTTPException(
+            status_code=401, detail="Invalid token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if user.role not in roles:
+        raise HTTPException(status_code=403, detail="Not enough permissions")
+    return Principal(user=user, role=user.role, unit_ids=None)
+
+
+@contextmanager
+def _write(request: Request) -> Iterator[Session]:
+    with request.app.state.write_sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _reload(request: Request) -> None:
+    with request.app.state.read_sessions() as session:
+        broker.write_and_reload(session, broker_settings(request))
+
+
+def _issued(request: Request, i: claims.Issued) -> schemas.GatewayCredentialsPublic:
+    s = broker_settings(request)
+    return schemas.GatewayCredentialsPublic(
+        gateway_id=i.gateway_id,
+        mqtt_username=i.username,
+        mqtt_password=i.password,
+        mac_key_hex=i.mac_key.hex(),
+        mqtt_host=s.public_host,
+        mqtt_port=s.public_port,
+    )
+
+
+@router.post("/claims", status_code=201, response_model=schemas.ClaimTokenPublic)
+def issue_claim_token(
+    request: Request, read: ReadSessionDep, creds: BearerDep, claim_in: schemas.ClaimTokenCreate
+) -> schemas.ClaimTokenPublic:
+    """A one-time claim token for a gateway at a site (shown once, valid <= 10 minutes)."""
+    who = _principal(read, creds, PROVISIONERS)
+    try:
+        with _write(request) as session:
+            user = session.get(models.User, who.user.id)
+            assert user is not None
+            row, token = claims.issue_token(session=session, installer=user, claim_in=claim_in)
+            out = schemas.ClaimTokenPublic(
+                id=row.id,
+                token=token,
+                site_id=row.site_id,
+                gateway_id=row.gateway_id,
+                serial=row.serial,
+                expires_ms=row.expires_ms,
+            )
+    except claims.ClaimRefused as e:
+        raise HTTPException(status_code=e.status, detail=e.reason) from None
+    return out
+
+
+@router.post("/claims/redeem", response_model=schemas.GatewayCredentialsPublic)
+def redeem_claim_token(
+    request: Request, redeem_in: schemas.ClaimRedeem
+) -> schemas.GatewayCredentialsPublic:
+    """The gateway exchanges its claim token for its own credentials (no other auth)."""
+    try:
+        with _write(request) as session:
+            issued = claims.redeem(session=session, token=redeem_in.token, serial=redeem_in.serial)
+    except claims.ClaimRefused as e:
+        with _write(request) as session:
+            claims.audit(
+                session=session,
+                actor=f"gateway:{redeem_in.serial}",
+                action="claim",
+                outcome="refused",
+                reason=e.reason,
+                claim_token_id=e.token_id,
+            )
+        raise HTTPException(status_code=e.status, detail=e.reason) from None
+    _reload(request)
+    return _issued(request, issued)
+
+
+def _gateway(session: Session, gateway_id: int) -> models.Gateway:
+    gw = session.get(models.Gateway, gateway_id)
+    if gw is None:
+        raise HTTPException(status_code=404, detail="Gateway not found")
+    return gw
+
+
+@router.post("/gateways/{gateway_id}/credentials/rotate",
+             response_model=schemas.GatewayCredentialsPublic)  # fmt: skip
+def rotate_credentials(
+    request: Request, read: ReadSessionDep, creds: BearerDep, gateway_id: GatewayId
+) -> schemas.GatewayCredentialsPublic:
+    """New broker password and MAC key for a gateway (the old ones stop working)."""
+    who = _principal(read, creds, PROVISIONERS)
+    with _write(request) as session:
+        issued = claims.rotate(
+            session=session, actor=who.name, gateway=_gateway(session, gateway_id)
+        )
+    _reload(request)
+    return _issued(request, issued)
+
+
+@router.post("/gateways/{gateway_id}/credentials/revoke", response_model=schemas.RevokePublic)
+def revoke_credentials(
+    request: Request, read: ReadSessionDep, creds: BearerDep, gateway_id: GatewayId
+) -> schemas.RevokePublic:
+    """Revoke a gateway's broker login (it can be claimed again with a new token)."""
+    who = _principal(read, creds, PROVISIONERS)
+    with _write(request) as session:
+        n = claims.revoke(
+            session=session, actor=who.name, gateway=_gateway(session, gateway_id), action="revoke"
+        )
+    _reload(request)
+    return schemas.RevokePublic(gateway_id=gateway_id, revoked=n)
+
+
+@router.post("/gateways/{gateway_id}/decommission", response_model=schemas.RevokePublic)
+def decommission_gateway(
+    request: Request, read: ReadSessionDep, creds: BearerDep, gateway_id: GatewayId
+) -> schemas.RevokePublic:
+    """Take a gateway out of service: its logins and pending claim tokens are revoked."""
+    who = _principal(read, creds, ("admin",))
+    with _write(request) as session:
+        n = claims.revoke(
+            session=session,
+            actor=who.name,
+            gateway=_gateway(session, gateway_id),
+            action="decommission",
+        )
+    _reload(request)
+    return schemas.RevokePublic(gateway_id=gateway_id, revoked=n)
+
+
+@router.get("/provision/audit", response_model=schemas.ProvisionAuditList)
+def read_provision_audit(
+    read: ReadSessionDep,
+    creds: BearerDep,
+    gateway_id: Annotated[int | None, Query(ge=0, le=0xFFFFFFFF)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.ProvisionAuditList:
+    """The provisioning audit trail, newest first (who, when, which token, outcome)."""
+    _principal(read, creds, AUDIT_READERS)
+    q = select(models.ProvisionAudit).order_by(models.ProvisionAudit.id.desc()).limit(limit)
+    if gateway_id is not None:
+        q = q.where(models.ProvisionAudit.gateway_id == gateway_id)
+    rows = read.scalars(q).all()
+    return schemas.ProvisionAuditList(
+        data=[schemas.ProvisionAuditPublic.model_validate(r) for r in rows], count=len(rows)
+    )

@@ -1,0 +1,212 @@
+"""Claim tokens and gateway credentials: issue, redeem, rotate, revoke, decommission.
+
+Functions are keyword-only and never commit (the request's ``SessionDep`` does), so a step and
+its audit row share a transaction. A refused redeem is audited in a transaction of its own by
+the route, because the refusal itself must be recorded even though nothing else is written.
+
+A claim token is ``elc_`` + 256 random bits, shown once; only its SHA-256 is stored. It is bound
+to a site, to the installer who asked for it and to the serial of the gateway it may claim, it
+lives at most ``MAX_TOKEN_TTL_S`` and can be used once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import crud, models, schemas
+from ..core.security import hash_token
+from . import broker
+
+TOKEN_PREFIX = "elc_"
+MAX_TOKEN_TTL_S = 600  # issue 7: "valid at most 10 minutes" (an installer's session on site)
+MAC_KEY_BYTES = 32  # HMAC-SHA256-256 key, as protocol/mac.py expects
+
+
+class ClaimRefused(Exception):
+    """A redeem (or a management step) refused; ``reason`` is what the caller is told."""
+
+    def __init__(self, reason: str, *, status: int = 403, token_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.token_id = token_id
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What a gateway receives once, on a successful claim or rotation."""
+
+    gateway_id: int
+    username: str
+    password: str
+    mac_key: bytes
+
+
+def audit(
+    *,
+    session: Session,
+    actor: str,
+    action: str,
+    outcome: str = "ok",
+    reason: str = "",
+    gateway_id: int | None = None,
+    site_id: int | None = None,
+    claim_token_id: int | None = None,
+) -> None:
+    session.add(
+        models.ProvisionAudit(
+            at_ms=crud.now_ms(),
+            actor=actor[:200],
+            action=action,
+            outcome=outcome,
+            reason=reason[:300],
+            gateway_id=gateway_id,
+            site_id=site_id,
+            claim_token_id=claim_token_id,
+        )
+    )
+
+
+def issue_token(
+    *, session: Session, installer: models.User, claim_in: schemas.ClaimTokenCreate
+) -> tuple[models.ClaimToken, str]:
+    """A new claim token for ``claim_in`` (the clear token is returned once)."""
+    if session.get(models.Site, claim_in.site_id) is None:
+        raise ClaimRefused("Site not found", status=404)
+    existing = session.get(models.Gateway, claim_in.gateway_id)
+    if existing is not None and existing.site_id != claim_in.site_id:
+        raise ClaimRefused("Gateway number is registered at another site", status=409)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = crud.now_ms()
+    row = models.ClaimToken(
+        token_hash=hash_token(token),
+        site_id=claim_in.site_id,
+        installer_id=installer.id,
+        gateway_id=claim_in.gateway_id,
+        serial=claim_in.serial,
+        created_ms=now,
+        expires_ms=now + claim_in.ttl_s * 1000,
+    )
+    session.add(row)
+    session.flush()
+    audit(
+        session=session,
+        actor=installer.name,
+        action="issue_token",
+        gateway_id=claim_in.gateway_id,
+        site_id=claim_in.site_id,
+        claim_token_id=row.id,
+    )
+    return row, token
+
+
+def _new_credentials(session: Session, gateway: models.Gateway, token_id: int | None) -> Issued:
+    now = crud.now_ms()
+    for old in session.scalars(
+        select(models.GatewayCredential).where(
+            models.GatewayCredential.gateway_id == gateway.id,
+            models.GatewayCredential.revoked_ms.is_(None),
+        )
+    ):
+        old.revoked_ms = now
+        old.revoked_reason = "superseded"
+    password = secrets.token_urlsafe(32)
+    key = secrets.token_bytes(MAC_KEY_BYTES)
+    username = broker.username_of(gateway.id)
+    session.add(
+        models.GatewayCredential(
+            gateway_id=gateway.id,
+            username=username,
+            password_hash=broker.hash_password(password),
+            claim_token_id=token_id,
+            issued_ms=now,
+        )
+    )
+    gateway.mac_key = key
+    session.flush()
+    return Issued(gateway.id, username, password, key)
+
+
+def redeem(*, session: Session, token: str, serial: str) -> Issued:
+    """Exchange a claim token for the gateway's own credentials; ClaimRefused says why not."""
+    row = session.scalars(
+        select(models.ClaimToken).where(models.ClaimToken.token_hash == hash_token(token))
+    ).one_or_none()
+    if row is None:
+        raise ClaimRefused("Unknown claim token", status=401)
+    if row.revoked_ms is not None:
+        raise ClaimRefused("Claim token was revoked", token_id=row.id)
+    if row.used_ms is not None:
+        raise ClaimRefused("Claim token was already used", token_id=row.id)
+    now = crud.now_ms()
+    if now >= row.expires_ms:
+        raise ClaimRefused("Claim token has expired", token_id=row.id)
+    if not secrets.compare_digest(row.serial, serial):
+        raise ClaimRefused("Claim token was issued for another gateway", token_id=row.id)
+    gw = session.get(models.Gateway, row.gateway_id)
+    if gw is not None and gw.site_id != row.site_id:
+        raise ClaimRefused("Gateway number is registered at another site", token_id=row.id)
+    if gw is None:
+        gw = crud.create_gateway(
+            session=session,
+            gateway_in=schemas.GatewayCreate(
+                id=row.gateway_id, site_id=row.site_id, name=f"gw-{serial}", serial=serial
+            ),
+        )
+    else:
+        gw.serial = serial
+    row.used_ms = now
+    issued = _new_credentials(session, gw, row.id)
+    audit(
+        session=session,
+        actor=f"gateway:{serial}",
+        action="claim",
+        gateway_id=gw.id,
+        site_id=row.site_id,
+        claim_token_id=row.id,
+    )
+    return issued
+
+
+def rotate(*, session: Session, actor: str, gateway: models.Gateway) -> Issued:
+    """New password and MAC key; the old login stops at the next broker reload."""
+    issued = _new_credentials(session, gateway, None)
+    audit(
+        session=session, actor=actor, action="rotate", gateway_id=gateway.id,
+        site_id=gateway.site_id,
+    )  # fmt: skip
+    return issued
+
+
+def revoke(*, session: Session, actor: str, gateway: models.Gateway, action: str) -> int:
+    """Revoke every active login of ``gateway`` (``action``: revoke | decommission)."""
+    now = crud.now_ms()
+    n = 0
+    for c in session.scalars(
+        select(models.GatewayCredential).where(
+            models.GatewayCredential.gateway_id == gateway.id,
+            models.GatewayCredential.revoked_ms.is_(None),
+        )
+    ):
+        c.revoked_ms = now
+        c.revoked_reason = action
+        n += 1
+    if action == "decommission":
+        # Pending tokens for this gateway die with it.
+        for t in session.scalars(
+            select(models.ClaimToken).where(
+                models.ClaimToken.gateway_id == gateway.id,
+                models.ClaimToken.used_ms.is_(None),
+                models.ClaimToken.revoked_ms.is_(None),
+            )
+        ):
+            t.revoked_ms = now
+    audit(
+        session=session, actor=actor, action=action, gateway_id=gateway.id,
+        site_id=gateway.site_id, reason=f"{n} credentials revoked",
+    )  # fmt: skip
+    return n
