@@ -46,8 +46,9 @@ def run_vector(vec, block=False):
 
 def _flush(point, ts, xs, out, block):
     if block:
-        if _MICROPYTHON and xs:
+        if _MICROPYTHON and xs and _fits_i32(xs):
             # arrays, as a board's poll buffers are: this exercises the viper fast path
+            # (micropython's array('i') silently wraps a value outside int32: those go as a list)
             point.feed_block(array("i", ts), array("i", xs), out)
         else:
             point.feed_block(ts, xs, out)
@@ -56,6 +57,10 @@ def _flush(point, ts, xs, out, block):
             point.feed(ts[k], xs[k], out)
     del ts[:]
     del xs[:]
+
+
+def _fits_i32(xs):
+    return all(-0x80000000 <= x <= 0x7FFFFFFF for x in xs)
 
 
 def _action(point, step, out):

@@ -18,7 +18,7 @@ No fresh sample for ``comms_timeout_ms`` -> FAULT no_response (cleared by the ne
 from array import array
 
 from ..protocol import codes
-from ..protocol.messages import Event
+from ..protocol.messages import I64_MAX, I64_MIN, Event
 from . import fastpath
 from .fastpath import quiet_ring, ring_push
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
@@ -109,6 +109,12 @@ class Point:
         self.unit = unit
         self.exp = exp
         self.part = part
+        # a reading an event cannot carry (outside int64) is never in range: a FAULT
+        # out_of_range (_out_of_range omits its value), never an exception in Event()
+        if lo < I64_MIN:
+            lo = I64_MIN
+        if hi > I64_MAX:
+            hi = I64_MAX
         self.lo = lo
         self.hi = hi
         limit = hi if hi > -lo else -lo
@@ -557,9 +563,10 @@ class Point:
             c = self._fault("low_c", st[LOCODE_])
         else:
             c = self._fault("high_c", st[HICODE_])
-        self._range_clear(t, x, c, out)
+        v = x if I64_MIN <= x <= I64_MAX else None  # the protocol's val is an int64
+        self._range_clear(t, v, c, out)
         if not c.cause:
-            c.apply(RAISE, t, x, out)
+            c.apply(RAISE, t, v, out)
         self.st[BAD_] = 1
 
     def _good(self, t, x, out):
