@@ -41,6 +41,28 @@ def _plan(cfg: GatewayConfig) -> str:
     return "\n".join(lines)
 
 
+def _provision(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .provision import runner
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    return asyncio.run(
+        runner.run(
+            Path(args.state_dir),
+            serial=args.serial,
+            host=args.host,
+            port=args.port,
+            advertise_addresses=args.advertise,
+            mdns_interfaces=args.mdns_interface,
+        )
+    )
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="emberlink gateway", description="the EmberLink gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -48,7 +70,17 @@ def main(argv: list[str]) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True, help="configuration file (TOML)")
         p.add_argument("-v", "--verbose", action="store_true")
+    pp = sub.add_parser("provision", help="provisioning mode (unclaimed), then the service")
+    pp.add_argument("--state-dir", required=True, help="the gateway's state directory")
+    pp.add_argument("--serial", help="serial on the label (first start only)")
+    pp.add_argument("--host", default="0.0.0.0", help="provisioning API address")
+    pp.add_argument("--port", type=int, default=8470, help="provisioning API port")
+    pp.add_argument("--advertise", action="append", help="address to advertise over mDNS")
+    pp.add_argument("--mdns-interface", action="append", help="mDNS interface address")
+    pp.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.cmd == "provision":
+        return _provision(args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

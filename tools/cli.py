@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cloud": ("emberlink.cloud.cli", "cloud registry: serve | ingest | migrate"),
     "demo": ("emberlink.tools.demo", "the main job: a simulated site end to end"),
     "maint": ("emberlink.tools.maint", "maintenance records for contractors in the field"),
+    "discover": ("emberlink.tools.discover", "list the EmberLink gateways on the LAN (mDNS)"),
+    "commission": ("emberlink.tools.commission", "configure, scan and commission a gateway"),
+    "claim": ("emberlink.tools.claim", "bind a gateway to the cloud with its own credentials"),
 }
 
 

@@ -1,0 +1,215 @@
+"""The local provisioning API (HTTP on the LAN), protected by the pairing code.
+
+Every route requires the ``X-Pairing-Code`` header; a wrong or missing code is 401, and a
+client with repeated failures is locked out (429 with ``Retry-After``).
+
+    GET  /status       serial, software, state, key fingerprint, configured gateway number
+    PUT  /config       the site: {"unit": name, "config": {"gateway", "bus", "device"}}
+    POST /scan         {"bus": id, "units": "1-247", "answer_s": 0.3}: NDJSON progress lines,
+                       then {"found": [...]}
+    POST /commission   read every configured point once: the report (also kept on disk)
+    POST /claim        {"token", "cloud_url"}: the gateway redeems the token at the cloud
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError
+from ..profiles import load_all
+from ..service import software_version
+from . import commission, scan
+from .modbus import BusOpenError
+from .pairing import PairingGuard
+from .store import ProvisionStore
+
+CLOUD_TIMEOUT_S = 15.0
+CREDENTIAL_KEYS = ("gateway_id", "mqtt_username", "mqtt_password", "mac_key_hex", "mqtt_host",
+                   "mqtt_port")  # fmt: skip
+OnClaimed = Callable[[], Awaitable[None]]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteIn(_In):
+    unit: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any]
+
+
+class ScanIn(_In):
+    bus: int = Field(ge=0, le=255)
+    units: str = Field(default="1-247", max_length=200)
+    answer_s: float = Field(default=0.3, gt=0, le=5)
+
+
+class ClaimIn(_In):
+    token: str = Field(min_length=1, max_length=100)
+    cloud_url: str = Field(pattern=r"^https?://[^\s]+$", max_length=300)
+
+
+def make_app(store: ProvisionStore, on_claimed: OnClaimed | None = None) -> FastAPI:
+    app = FastAPI(title="EmberLink gateway provisioning", docs_url=None, redoc_url=None)
+    guard = PairingGuard(store.pairing_code)
+    app.state.store = store
+    app.state.polling = False  # the gateway service owns the buses once it runs
+    lock = asyncio.Lock()  # one bus job at a time
+
+    def paired(request: Request, x_pairing_code: Annotated[str | None, Header()] = None) -> None:
+        client = request.client.host if request.client else "?"
+        wait = guard.locked_for(client)
+        if wait > 0:
+            raise HTTPException(
+                status_code=429,
+                detail="Too many wrong pairing codes; try again later",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        if x_pairing_code is None:
+            raise HTTPException(status_code=401, detail="Pairing code required")
+        if not guard.check(client, x_pairing_code):
+            raise HTTPException(status_code=401, detail="Wrong pairing code")
+
+    Paired = Depends(paired)
+
+    def _site_cfg() -> Any:
+        try:
+            cfg = store.site_config()
+        except ConfigError as e:
+            raise HTTPException(status_code=409, detail=f"Stored configuration invalid: {e}") from e
+        if cfg is None:
+            raise HTTPException(status_code=409, detail="No site configuration yet (PUT /config)")
+        return cfg
+
+    def _bus_free() -> None:
+        if app.state.polling:
+            raise HTTPException(status_code=409, detail="The gateway is polling its buses")
+        if lock.locked():
+            raise HTTPException(status_code=409, detail="A bus job is already running")
+
+    @app.get("/status", dependencies=[Paired])
+    def status() -> dict[str, Any]:
+        creds = store.credentials()
+        site = store.site()
+        return {
+            "serial": store.serial,
+            "sw": software_version(),
+            "state": store.state(),
+            "fingerprint": store.fingerprint(),
+            "unit": site.get("unit") if site else None,
+            "gateway_id": creds["gateway_id"] if creds else None,
+            "polling": app.state.polling,
+        }
+
+    @app.put("/config", dependencies=[Paired])
+    def put_config(site: SiteIn) -> dict[str, Any]:
+        if store.credentials() is not None:
+            raise HTTPException(status_code=409, detail="Claimed: decommission to reconfigure")
+        try:
+            cfg = store.save_site(site.model_dump())
+        except ConfigError as e:
+            raise HTTPException(status_code=422, detail=f"Bad configuration: {e}") from e
+        return {"buses": len(cfg.buses), "devices": len(cfg.devices)}
+
+    @app.post("/scan", dependencies=[Paired])
+    async def post_scan(req: ScanIn) -> StreamingResponse:
+        cfg = _site_cfg()
+        bus = next((b for b in cfg.buses if b.id == req.bus), None)
+        if bus is None:
+            raise HTTPException(status_code=404, detail=f"No bus {req.bus} in the configuration")
+        try:
+            units = scan.parse_units(req.units)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        _bus_free()
+        profiles = load_all()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def job() -> None:
+            async with lock:
+                try:
+                    found = await scan.scan_bus(
+                        bus, profiles, units, answer_s=req.answer_s,
+                        progress=lambda d, t: queue.put_nowait({"done": d, "total": t}),
+                    )  # fmt: skip
+                    queue.put_nowait({"found": [f.as_dict() for f in found]})
+                except BusOpenError as e:
+                    queue.put_nowait({"error": str(e)})
+
+        task = asyncio.create_task(job())
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    item = await queue.get()
+                    yield (json.dumps(item) + "\n").encode()
+                    if "found" in item or "error" in item:
+                        return
+            finally:
+                if not task.done():
+                    task.cancel()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/commission", dependencies=[Paired])
+    async def post_commission() -> dict[str, Any]:
+        cfg = _site_cfg()
+        _bus_free()
+        async with lock:
+            try:
+                readings = await commission.run(cfg)
+            except BusOpenError as e:
+                raise HTTPException(status_code=409, detail=str(e)) from e
+        rep = commission.report(cfg, readings, store.serial)
+        reports = store.dir / "reports"
+        reports.mkdir(exist_ok=True)
+        commission.write_report(reports / f"commission-{rep['at_ms']}.json", rep)
+        return rep
+
+    @app.post("/claim", dependencies=[Paired])
+    async def post_claim(req: ClaimIn) -> dict[str, Any]:
+        if store.credentials() is not None:
+            raise HTTPException(status_code=409, detail="Already claimed")
+        _site_cfg()  # a gateway is claimed with its site configuration in place
+        url = req.cloud_url.rstrip("/") + "/api/v1/claims/redeem"
+        try:
+            async with httpx.AsyncClient(timeout=CLOUD_TIMEOUT_S) as http:
+                r = await http.post(url, json={"token": req.token, "serial": store.serial})
+        except httpx.HTTPError as e:
+            raise HTTPException(status_code=502, detail=f"Cloud unreachable: {e}") from e
+        if r.status_code != 200:
+            try:
+                why = r.json().get("detail", r.text)
+            except ValueError:
+                why = r.text[:200]
+            raise HTTPException(status_code=403, detail=f"Cloud refused the claim: {why}")
+        creds = r.json()
+        store.save_credentials(
+            {
+                k: creds[k]
+                for k in (
+                    "gateway_id",
+                    "mqtt_username",
+                    "mqtt_password",
+                    "mac_key_hex",
+                    "mqtt_host",
+                    "mqtt_port",
+                )
+            }
+            | {"claimed_ms": time.time_ns() // 1_000_000}
+        )
+        if on_claimed is not None:
+            await on_claimed()
+        return {"state": store.state(), "gateway_id": creds["gateway_id"],
+                "fingerprint": store.fingerprint()}  # fmt: skip
+
+    return app

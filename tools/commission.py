@@ -1,0 +1,187 @@
+"""``emberlink commission``: configure, scan and commission a gateway over its provisioning API.
+
+    emberlink commission status    --gateway HOST:PORT --code CODE
+    emberlink commission configure --gateway ... --code ... --unit NAME --site site.toml
+    emberlink commission scan      --gateway ... --code ... --bus 1 [--units 1-247]
+    emberlink commission read      --gateway ... --code ... [--report FILE] [--signed-by NAME]
+
+The pairing code (on the gateway's label) may also come from ``EMBERLINK_PAIRING_CODE``. Every
+sub-command takes ``--json`` (the gateway's answer on stdout). Progress goes to stderr.
+Exit codes: 0 done (``read``: every point ok), 1 the gateway refused or a point is flagged,
+2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .discover import sanitize
+
+HTTP_TIMEOUT_S = 30.0
+READ_FORMAT = "{: <16} | {: <24} | {: >12} | {: <5} | {}"
+READ_COLUMNS = ("Device", "Point", "Value", "Unit", "Status")
+SCAN_FORMAT = "{: >4} | {: <14} | {}"
+SCAN_COLUMNS = ("Unit", "Profile", "Note")
+
+
+class Refused(Exception):
+    """The gateway (or the cloud) answered with an error; ``str()`` is its reason."""
+
+
+class Usage(Exception):
+    """Bad input on our side: exit 2."""
+
+
+def gateway_url(text: str) -> str:
+    text = text.strip()
+    if not text.startswith(("http://", "https://")):
+        text = "http://" + text
+    return text.rstrip("/")
+
+
+def request(method: str, url: str, code: str, **kw: Any) -> Any:
+    try:
+        with httpx.Client(timeout=HTTP_TIMEOUT_S) as c:
+            r = c.request(method, url, headers={"X-Pairing-Code": code}, **kw)
+    except httpx.HTTPError as e:
+        raise Refused(f"cannot reach the gateway: {e}") from e
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        raise Refused(f"{r.status_code}: {sanitize(detail, 300)}")
+    return r.json()
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    n = width * done // max(total, 1)
+    return f"\r[{'#' * n}{'.' * (width - n)}] {done}/{total}"
+
+
+def scan(url: str, code: str, bus: int, units: str, *, quiet: bool = False) -> list[dict]:
+    """Stream the gateway's scan; draw progress on stderr; return the devices found."""
+    body = {"bus": bus, "units": units}
+    try:
+        with (
+            httpx.Client(timeout=HTTP_TIMEOUT_S) as c,
+            c.stream("POST", url + "/scan", json=body, headers={"X-Pairing-Code": code}) as r,
+        ):
+            if r.status_code >= 400:
+                r.read()
+                raise Refused(f"{r.status_code}: {sanitize(r.json().get('detail'), 300)}")
+            for line in r.iter_lines():
+                if not line:
+                    continue
+                item = json.loads(line)
+                if "done" in item and not quiet:
+                    print(progress_bar(item["done"], item["total"]), end="", file=sys.stderr)
+                elif "error" in item:
+                    raise Refused(sanitize(item["error"], 300))
+                elif "found" in item:
+                    if not quiet:
+                        print(file=sys.stderr)
+                    return list(item["found"])
+    except httpx.HTTPError as e:
+        raise Refused(f"cannot reach the gateway: {e}") from e
+    raise Refused("the gateway ended the scan without a result")
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="emberlink commission", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--gateway", required=True, help="HOST:PORT of the provisioning API")
+        p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"),
+                       help="pairing code on the label (or EMBERLINK_PAIRING_CODE)")  # fmt: skip
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    common(sub.add_parser("status", help="serial, state, fingerprint"))
+    p = sub.add_parser("configure", help="push the site configuration")
+    common(p)
+    p.add_argument("--unit", required=True, help="the unit (building owner) the gateway serves")
+    p.add_argument("--site", required=True, type=Path, help="TOML with [[bus]] and [[device]]")
+    p = sub.add_parser("scan", help="find and identify devices on a bus")
+    common(p)
+    p.add_argument("--bus", type=int, required=True)
+    p.add_argument("--units", default="1-247", help="unit ids, e.g. 1-32,100 (default 1-247)")
+    p = sub.add_parser("read", help="commissioning run: read every point, write the report")
+    common(p)
+    p.add_argument("--report", type=Path, help="where to write the report (JSON)")
+    p.add_argument("--signed-by", help="installer's name, recorded in the report")
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.code:
+        raise Usage("a pairing code is needed (--code or EMBERLINK_PAIRING_CODE)")
+    url = gateway_url(args.gateway)
+    out: Any
+    if args.cmd == "status":
+        out = request("GET", url + "/status", args.code)
+        text = "\n".join(f"{k}: {sanitize(v)}" for k, v in out.items())
+    elif args.cmd == "configure":
+        try:
+            site = tomllib.loads(args.site.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise Usage(f"cannot read {args.site}: {e}") from e
+        out = request("PUT", url + "/config", args.code, json={"unit": args.unit, "config": site})
+        text = f"configured: {out['buses']} buses, {out['devices']} devices"
+    elif args.cmd == "scan":
+        found = scan(url, args.code, args.bus, args.units, quiet=args.json)
+        out = found
+        lines = [SCAN_FORMAT.format(*SCAN_COLUMNS)]
+        for f in found:
+            note = (
+                ""
+                if f["profile"]
+                else "unknown device: "
+                + ("matches " + ", ".join(f["candidates"]) if f["candidates"] else "no signature")
+            )
+            lines.append(SCAN_FORMAT.format(f["unit"], sanitize(f["profile"] or "?"), note))
+        text = "\n".join(lines)
+    else:
+        print("reading every configured point ...", file=sys.stderr)
+        out = request("POST", url + "/commission", args.code)
+        out["signed_off_by"] = args.signed_by
+        if args.signed_by:
+            out["signed_off_ms"] = time.time_ns() // 1_000_000
+        if args.report:
+            args.report.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        lines = [READ_FORMAT.format(*READ_COLUMNS)]
+        for r in out["readings"]:
+            v = "-" if r["value"] is None else f"{r['value']:g}"
+            st = r["status"] + (f" ({r['detail']})" if r["detail"] else "")
+            lines.append(READ_FORMAT.format(sanitize(r["device"], 16), sanitize(r["point"], 24),
+                                            v, r["unit_name"], st))  # fmt: skip
+        lines.append(f"{out['ok']}/{out['points']} points ok, {out['flagged']} flagged")
+        text = "\n".join(lines)
+    print(json.dumps(out) if args.json else text)
+    if args.cmd == "read" and not out["passed"]:
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        return run(args)
+    except Usage as e:
+        print(f"emberlink commission: {e}", file=sys.stderr)
+        return 2
+    except Refused as e:
+        print(f"emberlink commission: {e}", file=sys.stderr)
+        return 1
