@@ -16,11 +16,11 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check protocol tools
+	$(VENV)/bin/ruff format --check .
 
 types: $(STAMP)
 	$(VENV)/bin/mypy protocol edge cloud tools
-	$(VENV)/bin/mypy --config-file firmware/mypy.ini firmware/*.py
+	$(VENV)/bin/mypy --config-file firmware/mypy.ini firmware/*.py firmware/board/*.py
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q
