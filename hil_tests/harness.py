@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -216,7 +217,8 @@ class Proxy:
                 continue
             try:
                 u = socket.create_connection(("127.0.0.1", self.target), 2)
-            except OSError:
+            except OSError:  # the broker is down: reset, as the broker's host itself would
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 c.close()
                 continue
             with self._lock:

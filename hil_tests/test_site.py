@@ -243,3 +243,39 @@ def test_device_silent_then_back(site: Bench) -> None:
 def test_garbage_on_the_bus(site: Bench) -> None:
     r = comms_lost_and_restored(site, PANEL, "garbage", 56, "garbage on the bus (bad CRC)")
     finish(site, r)
+
+
+BROKER_DOWN_S = 4.0  # the broker is away this long
+RECONNECT_MS = 2000  # the gateway's backoff_max_s: its longest wait before reconnecting
+
+
+def test_broker_restart(site: Bench) -> None:
+    """The broker dies (kill -9, no persistence) while a fire starts, and comes back: the
+    gateway and the ingest worker reconnect and the alarm arrives; nothing lost or doubled."""
+    site.broker.proc.kill9()
+    t = site.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=True)
+    time.sleep(BROKER_DOWN_S)
+    site.broker.start()
+    up = bench.now_ms()
+    bound = int(BROKER_DOWN_S * 1000) + RECONNECT_MS + bench.STATUS_MS + bench.MARGIN_MS
+    _row, lat = await_alarm(
+        site.cloud,
+        GW,
+        codes.FIRE_ALARM,
+        src(PANEL, 1),
+        10,
+        t,
+        bound,
+        "the fire raised while the broker was down",
+        national=False,
+    )
+    site.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=False)
+    finish(
+        site,
+        Result(
+            "broker restart (4 s down)",
+            latencies_ms=[lat],
+            bound_ms=bound,
+            note=f"{t + lat - up} ms after the broker was back",
+        ),
+    )
