@@ -472,7 +472,32 @@ class Overcurrent:
         if inv is not None:
             c = self.inv_c
             on = c is not None and c.cause
-            if inv.step(dt, x):
+            r = inv.rate
+            pickup = inv.pickup
+            if r >= 0 and x > pickup:
+                # InverseTime.step for an operating stage (the busy case), inlined: integrate
+                # dt at the held rate, then take x's rate (idmt.py holds the commented original;
+                # literals: ONE = 0x20000000, M_SHIFT = 11, M_STEP_SHIFT = 8, TICKS_MASK)
+                tripped = False
+                if r:
+                    acc = inv.acc
+                    if (
+                        (r * dt >= 0x20000000 - acc)
+                        if dt < 32
+                        else (dt >= (0x20000000 - acc + r - 1) // r)
+                    ):
+                        inv.acc = 0
+                        tripped = True
+                    else:
+                        inv.acc = acc + r * dt
+                q = inv.qmax if x >= inv.xmax else (x << 11) // pickup
+                tab = inv.table
+                k = q >> 8
+                r = tab[k]
+                inv.rate = r + (((tab[k + 1] - r) * (q & 0xFF)) >> 8)
+            else:
+                tripped = inv.step(dt, x)
+            if tripped:
                 if not on:
                     self._cond("inv_c", 6).apply(RAISE, t, x, out)
             elif on and x <= inv.dropout:
@@ -485,7 +510,7 @@ class Overcurrent:
                 if not self.timing:
                     self.timing = True
                     self.t0 = t
-                if not on and (t - self.t0) & TICKS_MASK >= self.dt_delay:
+                if not on and (t - self.t0) & 0x3FFFFFFF >= self.dt_delay:
                     self._cond("dt_c", 7).apply(RAISE, t, x, out)
             elif x <= self.dt_drop:
                 self.timing = False

@@ -204,6 +204,9 @@ class Point:
             out.extend(d.conditions)
         return out
 
+    # The hot paths below (pyfeed, _full, _detect) index ``st`` with literal word numbers and
+    # write TICKS_MASK as 0x3FFFFFFF: CPython loads a module global for each name (MicroPython
+    # folds the const()s anyway). ring.py names the words; test_ring checks the numbers.
     def pyfeed(self, t, x, out):
         """One sample ``x`` (an int in the point's units) at monotonic ``t`` ms."""
         if self.lo <= x < self.xq:
@@ -211,23 +214,23 @@ class Point:
             # act (``xq``, refreshed after each full pass), so only the ring, the stuck-run
             # counter and the times move -- exactly what the full pass would do.
             st = self.st
-            if st[STUCK_]:
-                d = x - st[RUNX_]
+            if st[14]:
+                d = x - st[8]
                 tol = self.tol
                 if -tol <= d <= tol:
-                    if st[RUN_] >= st[LAST_] and not st[STUCKON_]:
+                    if st[9] >= st[13] and not st[15]:
                         self._full(t, x, out)
                         return
-                    st[RUN_] += 1
-                elif st[STUCKON_]:
+                    st[9] += 1
+                elif st[15]:
                     self._full(t, x, out)
                     return
                 else:
-                    st[RUNX_] = x
-                    st[RUN_] = 1
-            t &= TICKS_MASK
-            st[RX_] = t
-            st[PREV_] = t
+                    st[8] = x
+                    st[9] = 1
+            t &= 0x3FFFFFFF
+            st[18] = t
+            st[19] = t
             rq = self.rq
             if rq is None:
                 if self.ring is not None:
@@ -235,20 +238,20 @@ class Point:
                 return
             # Ring.push for the case that dominates (window full, no min queue), inlined
             buf, qv, qi, w, var = rq
-            if st[N_] != w:
+            if st[1] != w:
                 self.ring.push(x)  # type: ignore[union-attr]
                 return
-            i = st[I_]
+            i = st[0]
             old = buf[i]
-            st[S_] += x - old
+            st[2] += x - old
             if var:
-                st[S2_] += x * x - old * old
-            h = st[HMAX_]
-            c = st[CMAX_]
+                st[3] += x * x - old * old
+            h = st[4]
+            c = st[5]
             w1 = w - 1
             if qi[h] == i:
                 h = 0 if h == w1 else h + 1
-                st[HMAX_] = h
+                st[4] = h
                 c -= 1
             buf[i] = x
             k = h + c - 1
@@ -259,8 +262,8 @@ class Point:
                 k = w1 if k == 0 else k - 1
             qv[k + 1 if k < w1 else 0] = x
             qi[k + 1 if k < w1 else 0] = i
-            st[CMAX_] = c + 1
-            st[I_] = i + 1 if i < w1 else 0
+            st[5] = c + 1
+            st[0] = i + 1 if i < w1 else 0
             return
         self._full(t, x, out)
 
@@ -269,12 +272,12 @@ class Point:
     def _full(self, t, x, out):
         """The full pass: supervision, ring, stuck sensor, every detector; then the quiet bound."""
         st = self.st
-        st[RX_] = t & TICKS_MASK
-        st[RXOK_] = 1
+        st[18] = t & 0x3FFFFFFF
+        st[23] = 1
         c = self.comms_c
         if c is not None and c.cause:
             c.apply(CLEAR, t, None, out)
-            st[COMMSON_] = 0
+            st[29] = 0
         if self.nfv and x in self.fault_values:
             self._fault_value(t, x, out)
             self._refresh_quiet()
@@ -283,36 +286,36 @@ class Point:
             self._out_of_range(t, x, out)
             self._refresh_quiet()
             return
-        if st[BAD_]:
+        if st[24]:
             self._good(t, x, out)
-        if st[HASPREV_]:
-            dt = (t - st[PREV_]) & TICKS_MASK
-            if dt > st[GAP_]:
-                dt = st[GAP_]
+        if st[22]:
+            dt = (t - st[19]) & 0x3FFFFFFF
+            if dt > st[21]:
+                dt = st[21]
         else:
             dt = 0
-            st[HASPREV_] = 1
-        st[PREV_] = t & TICKS_MASK
+            st[22] = 1
+        st[19] = t & 0x3FFFFFFF
         rq = self.rq
-        if rq is None or st[N_] != rq[3]:
-            if st[VIPER_]:
+        if rq is None or st[1] != rq[3]:
+            if st[20]:
                 ring_push(self.ring, x)  # type: ignore[misc]
             elif self.ring is not None:
                 self.ring.push(x)
         else:
             # Ring.push, full window and no min queue, inlined (as in pyfeed)
             buf, qv, qi, w, var = rq
-            i = st[I_]
+            i = st[0]
             old = buf[i]
-            st[S_] += x - old
+            st[2] += x - old
             if var:
-                st[S2_] += x * x - old * old
-            h = st[HMAX_]
-            c = st[CMAX_]
+                st[3] += x * x - old * old
+            h = st[4]
+            c = st[5]
             w1 = w - 1
             if qi[h] == i:
                 h = 0 if h == w1 else h + 1
-                st[HMAX_] = h
+                st[4] = h
                 c -= 1
             buf[i] = x
             k = h + c - 1
@@ -323,29 +326,29 @@ class Point:
                 k = w1 if k == 0 else k - 1
             qv[k + 1 if k < w1 else 0] = x
             qi[k + 1 if k < w1 else 0] = i
-            st[CMAX_] = c + 1
-            st[I_] = i + 1 if i < w1 else 0
-        if st[STUCK_]:
-            d = x - st[RUNX_]
+            st[5] = c + 1
+            st[0] = i + 1 if i < w1 else 0
+        if st[14]:
+            d = x - st[8]
             tol = self.tol
             if -tol <= d <= tol:
-                run = st[RUN_] + 1
-                st[RUN_] = run
-                if run > st[LAST_] and not st[STUCKON_]:
+                run = st[9] + 1
+                st[9] = run
+                if run > st[13] and not st[15]:
                     self._fault("stuck_c", 54).apply(RAISE, t, x, out)
-                    st[STUCKON_] = 1
+                    st[15] = 1
             else:
-                st[RUNX_] = x
-                st[RUN_] = 1
-                if st[STUCKON_]:
+                st[8] = x
+                st[9] = 1
+                if st[15]:
                     self.stuck_c.apply(CLEAR, t, x, out)  # type: ignore[union-attr]
-                    st[STUCKON_] = 0
+                    st[15] = 0
         dets = self.detectors
         for d in dets:
             d.step(t, dt, x, out)
         # _refresh_quiet, inlined: comms_c and bad are clear here and has_prev is set
         xq = self.lo
-        if st[QOK_] and not self.nfv:
+        if st[27] and not self.nfv:
             xq = self.hi + 1
             for d in dets:
                 q = d.quiet_below()
@@ -355,8 +358,8 @@ class Point:
                 if q < xq:
                     xq = q
         self.xq = xq
-        if st[VIPER_]:
-            st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
+        if st[20]:
+            st[11] = xq if xq < 0x3FFFFFFF else 0x3FFFFFFF
 
     def _detect(self, t, dt, x, out):
         # the end of _full, for fastpath.feed's busy path (viper points: supervision, ring and
@@ -365,7 +368,7 @@ class Point:
         for d in dets:
             d.step(t, dt, x, out)
         xq = self.lo
-        if self.st[QOK_]:  # (no fault values: the fast path leaves those points to _full)
+        if self.st[27]:  # (no fault values: the fast path leaves those points to _full)
             xq = self.hi + 1
             for d in dets:
                 q = d.quiet_below()
@@ -375,7 +378,7 @@ class Point:
                 if q < xq:
                     xq = q
         self.xq = xq
-        self.st[XQ_] = xq if xq < TICKS_MASK else TICKS_MASK
+        self.st[11] = xq if xq < 0x3FFFFFFF else 0x3FFFFFFF
 
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
