@@ -100,6 +100,7 @@ def _interp(table, q):
 
 
 _TABLES = {}  # type: dict
+_TABLE_SPECS = {}  # type: dict  # id(table) -> (curve, tms): InverseTime.curve / .tms
 # Rate tables are read-only: points with the same curve and multiplier share one (648 bytes).
 
 
@@ -110,6 +111,7 @@ def build_rate_table(curve, tms):
     if tab is None:
         tab = _build_rate_table(curve, tms)
         _TABLES[key] = tab
+        _TABLE_SPECS[id(tab)] = (curve, tms)
     return tab
 
 
@@ -182,10 +184,8 @@ class InverseTime:
             dropout = pickup * 95 // 100
         if not (0 < dropout <= pickup):
             raise ValueError("dropout: " + str(dropout) + " must be in 1..pickup")
-        self.curve = curve
         self.pickup = pickup
         self.dropout = dropout
-        self.tms = tms
         if reset != "instantaneous":
             self.policy = RESET_POLICIES.index(reset)
         if reset == "definite":
@@ -196,6 +196,15 @@ class InverseTime:
         self.xmax = pickup * M_MAX
         self.acc = 0
         self.rate = 0  # rate of the previous sample: > 0 operating, < 0 resetting
+
+    # curve and tms name the shared rate table (no instance slots spent on a board)
+    @property
+    def curve(self):
+        return _TABLE_SPECS[id(self.table)][0]
+
+    @property
+    def tms(self):
+        return _TABLE_SPECS[id(self.table)][1]
 
     def step(self, dt, x):
         """Integrate the ``dt`` ms since the previous sample, then take ``x`` as the new value.

@@ -49,10 +49,10 @@ from .ring import (
     STATE_WORDS,
     STUCK_,
     STUCKON_,
+    TMO_,
     TOL_,
     VAR_,
     VIPER_,
-    W_,
     XQ_,
     Ring,
     _ints,
@@ -124,14 +124,16 @@ class Point:
         # Stuck sensor: ``window`` consecutive valid samples within ``tolerance`` of the first of
         # the run (for tolerance 0: the whole window equal, i.e. max == min) -- a run counter,
         # O(1) with no queue.
-        self.tol = stuck_tolerance
         # one state array: the ring's words, the stuck run (value, length), the times and the
         # words the viper fast paths read (ring.py names them)
         self.st = st = self.ring.st if self.ring is not None else _ints(STATE_WORDS)
         st[STUCK_] = 1 if stuck and window else 0
         st[LAST_] = window - 1  # the stuck run raises at ``window`` samples
         st[GAP_] = max_gap_ms
-        self.timeout = comms_timeout_ms
+        # (clamped to what a word holds; a larger one acts the same: a masked difference of
+        # times never reaches it, and |x - run| <= 2 * 2**30 with a ring)
+        st[TMO_] = comms_timeout_ms if comms_timeout_ms < 0x40000000 else 0x40000000
+        st[TOL_] = stuck_tolerance if stuck_tolerance < 0x7FFFFFFF else 0x7FFFFFFF
         # below lo / above hi: out_of_range, or open_circuit / short_circuit when configured
         st[LOCODE_] = lo_code
         st[HICODE_] = hi_code
@@ -158,9 +160,7 @@ class Point:
             st[LO_] = lo
             st[HI_] = hi
             st[XQ_] = lo
-            st[TOL_] = stuck_tolerance
             st[VAR_] = 1 if r.variance else 0  # type: ignore[union-attr]
-            st[W_] = window
             st[VIPER_] = 1
         elif r is not None and not r.track_min:
             # the ring's storage for the inlined push (one load instead of five); viper points
@@ -175,6 +175,16 @@ class Point:
     @quiet_ok.setter
     def quiet_ok(self, on):
         self.st[QOK_] = 1 if on else 0
+
+    @property
+    def tol(self):
+        """The stuck-sensor tolerance: st[TOL_]."""
+        return self.st[TOL_]
+
+    @property
+    def timeout(self):
+        """comms_timeout_ms: st[TMO_]."""
+        return self.st[TMO_]
 
     @property
     def gap(self):
@@ -216,7 +226,7 @@ class Point:
             st = self.st
             if st[14]:
                 d = x - st[8]
-                tol = self.tol
+                tol = st[12]
                 if -tol <= d <= tol:
                     if st[9] >= st[13] and not st[15]:
                         self._full(t, x, out)
@@ -330,7 +340,7 @@ class Point:
             st[0] = i + 1 if i < w1 else 0
         if st[14]:
             d = x - st[8]
-            tol = self.tol
+            tol = st[12]
             if -tol <= d <= tol:
                 run = st[9] + 1
                 st[9] = run
@@ -449,7 +459,7 @@ class Point:
             j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st)  # type: ignore[misc,union-attr]
         else:
             pst = self.st
-            tol = self.tol
+            tol = pst[TOL_]
             run_x = pst[RUNX_]
             run = pst[RUN_]
             last = pst[LAST_]
@@ -605,11 +615,7 @@ class Point:
         """Call when a poll brought nothing new: raises no_response after the timeout."""
         st = self.st
         c = self.comms_c
-        if (
-            st[RXOK_]
-            and not (c is not None and c.cause)
-            and (t - st[RX_]) & TICKS_MASK >= self.timeout
-        ):
+        if st[RXOK_] and not (c is not None and c.cause) and (t - st[RX_]) & TICKS_MASK >= st[TMO_]:
             self._fault("comms_c", 55).apply(RAISE, t, None, out)
             st[COMMSON_] = 1
             self._quiet_off()

@@ -76,7 +76,7 @@ LAST_ = const(13)  # stuck run length that raises, minus one
 STUCK_ = const(14)  # stuck check on (1/0)
 STUCKON_ = const(15)  # stuck_sensor cause present (1/0)
 VAR_ = const(16)  # ring keeps s2 (1/0)
-W_ = const(17)  # window
+W_ = const(17)  # window (Ring.window)
 RX_ = const(18)  # time of the last sample, ms mod 2**30
 PREV_ = const(19)  # time of the last valid sample, ms mod 2**30
 VIPER_ = const(20)  # the viper fast paths serve this point (1/0)
@@ -90,7 +90,9 @@ QOK_ = const(27)  # every detector knows when it is idle (Point.quiet_ok; 1/0)
 HI_ = const(28)  # highest valid sample (viper points)
 COMMSON_ = const(29)  # no_response cause present (1/0)
 FV_ = const(30)  # the point has fault values (1/0)
-STATE_WORDS = const(31)
+CMPT_ = const(31)  # the ring has the compact layout (Ring.compact; 1/0)
+TMO_ = const(32)  # comms_timeout_ms (Point.timeout)
+STATE_WORDS = const(33)
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -154,7 +156,6 @@ class Ring:
     track_min = False
     mv = _NONE
     mi = _NONE
-    compact = False
 
     def __init__(self, window, limit=None, variance=False, track_min=True):
         if not isinstance(window, int) or isinstance(window, bool):
@@ -177,7 +178,6 @@ class Ring:
                 + str(bound)
                 + ")"
             )
-        self.window = window
         self.buf = _ints(window, limit)
         self.qv = _ints(window, limit)  # max queue: values, decreasing from head to tail
         self.qi = _positions(window)  # max queue: their ring positions (for expiry)
@@ -185,12 +185,22 @@ class Ring:
             self.track_min = True
             self.mv = _ints(window, limit)  # min queue: values, increasing
             self.mi = _positions(window)
-        # the viper fast path (fastpath.py) reads the compact layout: 'h' values, 'B' positions
-        if _MICROPYTHON and limit <= 32767 and window <= 256:
-            self.compact = True
-        self.st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
+        self.st = st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
         self.clear()
-        self.st[VAR_] = 1 if variance else 0
+        st[VAR_] = 1 if variance else 0
+        st[W_] = window  # (words, not instance slots: 4 bytes each on a board instead of 16)
+        # the viper fast path (fastpath.py) reads the compact layout: 'h' values, 'B' positions
+        st[CMPT_] = 1 if _MICROPYTHON and limit <= 32767 and window <= 256 else 0
+
+    @property
+    def window(self):
+        """The window in samples: st[W_]."""
+        return self.st[W_]
+
+    @property
+    def compact(self):
+        """The compact layout the viper fast paths read ('h' values, 'B' positions)."""
+        return bool(self.st[CMPT_])
 
     @property
     def variance(self):
@@ -225,7 +235,7 @@ class Ring:
         buf = self.buf
         st = self.st
         i = st[I_]
-        w = self.window
+        w = st[W_]
         if st[N_] == w:
             old = buf[i]
             st[S_] += x - old
