@@ -320,6 +320,37 @@ async def test_fresh_gateway_to_claimed_and_isolated(
 
             # claimed (the cloud API must be up)
             await wait_until(lambda: _http_ok(cloud_url), START_S, "cloud API")
+            # a token issued for another serial: the gateway passes the cloud's refusal on
+            async with cli(
+                claim.main,
+                [
+                    "token",
+                    "--cloud",
+                    cloud_url,
+                    "--api-token",
+                    api_token,
+                    "--site",
+                    str(site_id),
+                    "--gateway-id",
+                    str(GW),
+                    "--serial",
+                    "EL-SOMEONE-ELSE",
+                    "--ttl",
+                    "60",
+                    "--json",
+                ],
+                capsys,
+            ) as (rc, out):
+                assert rc == 0, out
+                foreign = json.loads(out)["token"]
+            with pytest.raises(commission.Refused, match="issued for another gateway"):
+                await asyncio.to_thread(
+                    commission.request,
+                    "POST",
+                    f"http://{gw_addr}/claim",
+                    code,
+                    json={"token": foreign, "cloud_url": cloud_url},
+                )
             async with cli(
                 claim.main,
                 [
@@ -419,7 +450,9 @@ async def test_fresh_gateway_to_claimed_and_isolated(
             )
             assert rows(database, "SELECT count(*) FROM quarantine")[0][0] == 0
             audit = [r[0] for r in rows(database, "SELECT action FROM provision_audit ORDER BY id")]
-            assert audit == ["issue_token", "claim", "issue_token", "claim"]
+            assert audit == ["issue_token", "claim", "issue_token", "claim", "issue_token", "claim"]
+            outcomes = rows(database, "SELECT outcome, reason FROM provision_audit ORDER BY id")
+            assert outcomes[1] == ("refused", "Claim token was issued for another gateway")
 
 
 def _http_ok(url: str) -> bool:
