@@ -136,6 +136,8 @@ def decode_cursor(cursor: str | None) -> int | None:
     if value < 0 or value > 2**63 - 1:
         raise HTTPException(status_code=422, detail="Invalid cursor")
     return value
+
+
 # Maintenance: firms, technicians and contracts are registered by operators.
 MaintManager = Annotated[Principal, Depends(require("admin", "operator"))]
 # Maintenance: visit records are written by contractors (their contracted units) and admins.
