@@ -16,7 +16,7 @@ from array import array
 
 from ..protocol import codes
 from .lifecycle import CLEAR, RAISE, Condition
-from .ring import _MICROPYTHON
+from .ring import _MICROPYTHON, DTDELAY_, DTDROP_, DTON_, DTT0_
 
 try:
     from micropython import const
@@ -411,9 +411,11 @@ class Overcurrent:
             self.inv_c = self.dt_c = self.inst_c = None
             self.inst_pickup = self.dt_pickup = 0
         if dt_pickup:
+            # the definite stage's levels and timer are words of the point's state array
+            # (ring.py DT*_), not instance slots: 4 bytes each on a board instead of 16
             self.dt_pickup = dt_pickup
-            self.dt_drop = dt_pickup * dropout_pct // 100
-            self.dt_delay = dt_delay_ms
+            point.st[DTDROP_] = dt_pickup * dropout_pct // 100
+            point.st[DTDELAY_] = dt_delay_ms
         if inst_pickup:
             self.inst_pickup = inst_pickup
             self.inst_drop = inst_pickup * dropout_pct // 100
@@ -434,8 +436,9 @@ class Overcurrent:
         return c
 
     def restart(self):
-        self.timing = False
-        self.t0 = 0
+        st = self.point.st
+        st[DTON_] = 0
+        st[DTT0_] = 0
         if self.inv is not None:
             self.inv.acc = 0
 
@@ -450,7 +453,7 @@ class Overcurrent:
             b = inv.pickup + 1  # x <= pickup: nothing accumulates
         if self.dt_pickup:
             c = self.dt_c
-            if self.timing or (c is not None and c.cause):
+            if self.point.st[DTON_] or (c is not None and c.cause):
                 return None
             if self.dt_pickup + 1 < b:
                 b = self.dt_pickup + 1
@@ -506,14 +509,15 @@ class Overcurrent:
         if p:
             c = self.dt_c
             on = c is not None and c.cause
+            st = self.point.st
             if x > p:
-                if not self.timing:
-                    self.timing = True
-                    self.t0 = t
-                if not on and (t - self.t0) & 0x3FFFFFFF >= self.dt_delay:
+                if not st[36]:  # DTON_ (literals: CPython loads a global for each name)
+                    st[36] = 1
+                    st[35] = t & 0x3FFFFFFF  # DTT0_ (only differences mod 2**30 are used)
+                if not on and (t - st[35]) & 0x3FFFFFFF >= st[38]:  # DTDELAY_
                     self._cond("dt_c", 7).apply(RAISE, t, x, out)
-            elif x <= self.dt_drop:
-                self.timing = False
+            elif x <= st[37]:  # DTDROP_
+                st[36] = 0
                 if on:
                     c.apply(CLEAR, t, x, out)
         p = self.inst_pickup

@@ -27,6 +27,7 @@ from .ring import (
     BAD_,
     CMAX_,
     COMMSON_,
+    EXP_,
     FV_,
     GAP_,
     HASPREV_,
@@ -38,6 +39,7 @@ from .ring import (
     LO_,
     LOCODE_,
     N_,
+    NONE_WORD,
     PREV_,
     QOK_,
     RUN_,
@@ -51,6 +53,7 @@ from .ring import (
     STUCKON_,
     TMO_,
     TOL_,
+    UNIT_,
     VAR_,
     VIPER_,
     XQ_,
@@ -106,8 +109,6 @@ class Point:
         hi_code=50,
     ):
         self.src = src
-        self.unit = unit
-        self.exp = exp
         self.part = part
         # a reading an event cannot carry (outside int64) is never in range: a FAULT
         # out_of_range (_out_of_range omits its value), never an exception in Event()
@@ -130,6 +131,8 @@ class Point:
         st[STUCK_] = 1 if stuck and window else 0
         st[LAST_] = window - 1  # the stuck run raises at ``window`` samples
         st[GAP_] = max_gap_ms
+        st[UNIT_] = NONE_WORD if unit is None else unit  # (a code, and -24..23: words)
+        st[EXP_] = NONE_WORD if exp is None else exp
         # (clamped to what a word holds; a larger one acts the same: a masked difference of
         # times never reaches it, and |x - run| <= 2 * 2**30 with a ring)
         st[TMO_] = comms_timeout_ms if comms_timeout_ms < 0x40000000 else 0x40000000
@@ -175,6 +178,18 @@ class Point:
     @quiet_ok.setter
     def quiet_ok(self, on):
         self.st[QOK_] = 1 if on else 0
+
+    @property
+    def unit(self):
+        """The unit code of reported values: st[UNIT_] (None: no unit)."""
+        v = self.st[UNIT_]
+        return None if v == NONE_WORD else v
+
+    @property
+    def exp(self):
+        """The exponent of reported values: st[EXP_] (None: none)."""
+        v = self.st[EXP_]
+        return None if v == NONE_WORD else v
 
     @property
     def tol(self):

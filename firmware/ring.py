@@ -92,7 +92,15 @@ COMMSON_ = const(29)  # no_response cause present (1/0)
 FV_ = const(30)  # the point has fault values (1/0)
 CMPT_ = const(31)  # the ring has the compact layout (Ring.compact; 1/0)
 TMO_ = const(32)  # comms_timeout_ms (Point.timeout)
-STATE_WORDS = const(33)
+UNIT_ = const(33)  # Point.unit (NONE_WORD: None)
+EXP_ = const(34)  # Point.exp (NONE_WORD: None)
+# detectors.Overcurrent's definite-time stage (a point has at most one Overcurrent)
+DTT0_ = const(35)  # time x first exceeded the pickup, ms mod 2**30
+DTON_ = const(36)  # timing (1/0)
+DTDROP_ = const(37)  # dropout level
+DTDELAY_ = const(38)  # delay, ms
+STATE_WORDS = const(39)
+NONE_WORD = const(-0x80000000)  # a word standing for None
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
