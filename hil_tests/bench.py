@@ -19,7 +19,7 @@ from typing import Any
 from emberlink.protocol import codes
 from emberlink.protocol import profile as schema
 
-from .harness import RESULTS, Cloud, Gateway, WaitTimeout, now_ms, wait_until
+from .harness import RESULTS, RESULTS_FILE, Cloud, Gateway, WaitTimeout, now_ms, wait_until
 
 HEARTBEAT_S = 5
 STATUS_MS = 1000  # every status point is polled once a second (fire_panel's own period)
@@ -202,7 +202,7 @@ class Result:
 
     def save(self) -> None:
         RESULTS.mkdir(exist_ok=True)
-        with open(RESULTS / "results.jsonl", "a") as f:
+        with open(RESULTS_FILE, "a") as f:
             f.write(json.dumps(self.__dict__ | {"at": time.time()}) + "\n")
 
 

@@ -7,6 +7,8 @@ nothing twice), so a scenario that breaks something shows up even in a later one
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from . import bench
 from .harness import (
     CONVERGE_S,
     PROCESS_START_S,
+    RESULTS,
+    RESULTS_FILE,
     Broker,
     Cloud,
     Gateway,
@@ -43,6 +47,20 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[
         yield c.start()
     finally:
         c.stop()
+        RESULTS.mkdir(exist_ok=True)
+        with open(RESULTS_FILE, "a") as f:
+            f.write(json.dumps({"kind": "ingest", "duplicates_seen": c.duplicates_seen}) + "\n")
+
+
+_STARTED = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Each run reports only what it measured (its own results file), then drops the file."""
+    from . import report
+
+    report.write(time.monotonic() - _STARTED)
+    RESULTS_FILE.unlink(missing_ok=True)
 
 
 @dataclass

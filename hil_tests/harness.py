@@ -50,6 +50,8 @@ CONVERGE_S = 60.0  # after a fault is lifted, every stored event has reached the
 POLL_S = 0.1  # how often a wait re-checks its condition
 
 RESULTS = Path(__file__).parent / ".results"  # one JSON line per scenario, read by report.py
+# This session's results: one file per pytest process, so concurrent runs never mix them.
+RESULTS_FILE = RESULTS / f"results-{os.getpid()}.jsonl"
 
 
 def free_port() -> int:

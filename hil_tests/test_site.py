@@ -36,18 +36,34 @@ def finish(b: Bench, r: Result) -> None:
     r.save()
 
 
+PANEL_REPEATS = 10  # fire alarms per run: enough for a p50 and a rough p99
+OVERHEAT_REPEATS = 5
+
+
+def wait_normal(b: Bench, kind: int, src_: int, after_ms: int, what: str) -> None:
+    wait_until(
+        f"{what}: back to normal in the cloud database",
+        lambda: [r for r in bench.events(b.cloud, GW, after_ms)
+                 if r.kind == kind and r.src == src_ and r.state == codes.NORMAL],
+        bench.ALARM_WAIT_S,
+    )  # fmt: skip
+
+
 def test_panel_fire_in_a_zone(site: Bench) -> None:
-    t = site.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=True)
     bound = bench.STATUS_MS + bench.MARGIN_MS
-    _row, lat = await_alarm(
-        site.cloud, GW, codes.FIRE_ALARM, src(PANEL, 1), 10, t, bound, "the panel's fire alarm"
-    )
-    # the cloud opened an alarm object for it
-    assert site.cloud.sql(
-        "SELECT status FROM alarms WHERE gateway_id=%s AND src=%s AND kind=1", GW, src(PANEL, 1)
-    ) == [("active",)]
-    site.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=False)
-    finish(site, Result("panel fire (status bit)", latencies_ms=[lat], bound_ms=bound))
+    lats = []
+    for i in range(PANEL_REPEATS):
+        t = site.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=True)
+        _row, lat = await_alarm(site.cloud, GW, codes.FIRE_ALARM, src(PANEL, 1), 10, t, bound,
+                                f"the panel's fire alarm #{i + 1}")  # fmt: skip
+        lats.append(lat)
+        # one open alarm object for the point, however often the fire comes and goes
+        assert site.cloud.sql(
+            "SELECT count(*) FROM alarms WHERE gateway_id=%s AND src=%s AND kind=1 "
+            "AND status != 'cleared'", GW, src(PANEL, 1)) == [(1,)]  # fmt: skip
+        t = site.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=False)
+        wait_normal(site, codes.FIRE_ALARM, src(PANEL, 1), t, "the panel's fire")
+    finish(site, Result("panel fire (status bit, RTU)", latencies_ms=lats, bound_ms=bound))
 
 
 def test_residual_current_ramp_past_the_setpoint(site: Bench) -> None:
@@ -161,20 +177,18 @@ def test_overcurrent_at_k_times_pickup(site: Bench, k: int) -> None:
 
 
 def test_cable_overheat(site: Bench) -> None:
-    t = site.site.step(device=EFM[2], action="set", point="temperature_1", value=950)
     bound = bench.TELEMETRY_MS + bench.MARGIN_MS
-    _row, lat = await_alarm(
-        site.cloud,
-        GW,
-        codes.FIRE_ALARM,
-        src(EFM, 2),
-        5,
-        t,
-        bound,
-        "the cable-temperature alarm (95.0 Cel > 80.0)",
-    )
-    site.site.step(device=EFM[2], action="set", point="temperature_1", value=300)
-    finish(site, Result("cable overheat", latencies_ms=[lat], bound_ms=bound))
+    lats = []
+    for i in range(OVERHEAT_REPEATS):
+        t = site.site.step(device=EFM[2], action="set", point="temperature_1", value=950)
+        _row, lat = await_alarm(site.cloud, GW, codes.FIRE_ALARM, src(EFM, 2), 5, t, bound,
+                                f"cable-temperature alarm #{i + 1} (95.0 Cel > 80.0)")  # fmt: skip
+        lats.append(lat)
+        t = site.site.step(device=EFM[2], action="set", point="temperature_1", value=300)
+        time.sleep(SETTLE_S)  # the normal temperature is polled before the reset
+        site.broker.command(GW, messages.OP_RESET, {0: src(EFM, 2)})  # the alarm latches
+        wait_normal(site, codes.FIRE_ALARM, src(EFM, 2), t, "the cable temperature")
+    finish(site, Result("cable overheat (TCP)", latencies_ms=lats, bound_ms=bound))
 
 
 def test_detector_break_line(site: Bench) -> None:
