@@ -52,6 +52,7 @@ def site_toml(
     data_dir: Path | None = None,
     extra_mqtt: str = "",
     extra_outbox: str = "",
+    tcp: bool = True,
 ) -> Path:
     devices = "".join(
         f'[[device]]\nbus = {b}\nunit = {u}\nprofile = "{p}"\nname = "{n}"\nzone = "{z}"\n'
@@ -62,7 +63,10 @@ def site_toml(
             ("Building A", "A1 distribution board", "A1 corridor", "Main switchroom"),
             strict=True,
         )
+        if tcp or b != 2
     )
+    tcp_bus = f'[[bus]]\nid = 2\ntype = "tcp"\nhost = "127.0.0.1"\nport = {tcp_port}\n'
+
     p = work / f"site-{gw}.toml"
     p.write_text(f"""
 [gateway]
@@ -94,13 +98,7 @@ device = "{work / f"bus1-{gw}"}"
 baud = 9600
 turnaround_ms = 50
 
-[[bus]]
-id = 2
-type = "tcp"
-host = "127.0.0.1"
-port = {tcp_port}
-turnaround_ms = 50
-
+{tcp_bus if tcp else ""}
 {devices}""")
     return p
 
