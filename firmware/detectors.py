@@ -404,6 +404,9 @@ class Overcurrent:
     def __init__(
         self, point, kind, latching, inverse, dt_pickup, dt_delay_ms, inst_pickup, dropout_pct
     ):
+        for d in point.detectors:
+            if isinstance(d, Overcurrent):  # (its definite stage owns words of point.st)
+                raise ValueError("a point takes one Overcurrent (it has all three stages)")
         self.point = point
         self.spec = kind | (32 if latching else 0)
         self.inv = inverse

@@ -6,6 +6,7 @@ import random
 from array import array
 from collections.abc import Iterator
 
+import pytest
 from emberlink.firmware.config import build_detectors
 from emberlink.protocol import codes
 from hypothesis import given, settings
@@ -192,3 +193,15 @@ def test_state_stays_inside_30_bits(name: str, data: st.DataObject) -> None:
         p.feed(t, x, out)
         for v in _ints(p, set()):
             assert -SMALL <= v < SMALL, (name, v)
+
+
+def test_a_point_takes_one_overcurrent() -> None:
+    """The definite stage's timer lives in the point's state array: one Overcurrent a point."""
+    from emberlink.firmware.detectors import Overcurrent
+
+    p = build_detectors(
+        {"input": "current", "overcurrent": {"definite": {"pickup": 100, "delay_ms": 100}}},
+        1,
+    )
+    with pytest.raises(ValueError, match="one Overcurrent"):
+        Overcurrent(p, 4, False, None, 200, 100, 0, 95)
