@@ -16,7 +16,7 @@ from array import array
 
 from ..protocol import codes
 from .lifecycle import CLEAR, RAISE, Condition
-from .ring import _MICROPYTHON, DTDELAY_, DTDROP_, DTON_, DTT0_
+from .ring import _MICROPYTHON, DTDELAY_, DTDROP_, DTON_, DTP_, DTT0_, OCSPEC_
 
 try:
     from micropython import const
@@ -397,7 +397,6 @@ class Overcurrent:
     inv_c = None  # type: Condition | None
     dt_c = None  # type: Condition | None
     inst_c = None  # type: Condition | None
-    dt_pickup = 0
     inst_pickup = 0
     conditions = ()  # type: tuple | list  # a list once a condition is made
 
@@ -408,15 +407,16 @@ class Overcurrent:
             if isinstance(d, Overcurrent):  # (its definite stage owns words of point.st)
                 raise ValueError("a point takes one Overcurrent (it has all three stages)")
         self.point = point
-        self.spec = kind | (32 if latching else 0)
         self.inv = inverse
         if not _MICROPYTHON:  # instance attributes read faster on CPython (see Point)
             self.inv_c = self.dt_c = self.inst_c = None
-            self.inst_pickup = self.dt_pickup = 0
+            self.inst_pickup = 0
+        # the kind and latching, and the definite stage's levels and timer, are words of the
+        # point's state array (ring.py OCSPEC_, DT*_), not instance slots: 4 bytes each on a
+        # board instead of 16
+        point.st[OCSPEC_] = kind | (32 if latching else 0)
+        point.st[DTP_] = dt_pickup
         if dt_pickup:
-            # the definite stage's levels and timer are words of the point's state array
-            # (ring.py DT*_), not instance slots: 4 bytes each on a board instead of 16
-            self.dt_pickup = dt_pickup
             point.st[DTDROP_] = dt_pickup * dropout_pct // 100
             point.st[DTDELAY_] = dt_delay_ms
         if inst_pickup:
@@ -424,11 +424,22 @@ class Overcurrent:
             self.inst_drop = inst_pickup * dropout_pct // 100
         self.restart()
 
+    @property
+    def spec(self):
+        """The conditions' kind, plus 32 when they latch: point.st[OCSPEC_]."""
+        return self.point.st[OCSPEC_]
+
+    @property
+    def dt_pickup(self):
+        """The definite stage's pickup (0: no definite stage): point.st[DTP_]."""
+        return self.point.st[DTP_]
+
     def _cond(self, name, code):
         c = getattr(self, name)
         if c is None:
             p = self.point
-            c = Condition(p, self.spec & 31, code, bool(self.spec & 32), p.unit, p.exp)
+            spec = p.st[OCSPEC_]
+            c = Condition(p, spec & 31, code, bool(spec & 32), p.unit, p.exp)
             setattr(self, name, c)
             cs = list(self.conditions)  # the conditions made so far, in stage order (6, 7, 8)
             k = 0
@@ -454,12 +465,14 @@ class Overcurrent:
             if inv.acc or inv.rate > 0 or (c is not None and c.cause):
                 return None
             b = inv.pickup + 1  # x <= pickup: nothing accumulates
-        if self.dt_pickup:
+        st = self.point.st
+        p = st[DTP_]
+        if p:
             c = self.dt_c
-            if self.point.st[DTON_] or (c is not None and c.cause):
+            if st[DTON_] or (c is not None and c.cause):
                 return None
-            if self.dt_pickup + 1 < b:
-                b = self.dt_pickup + 1
+            if p + 1 < b:
+                b = p + 1
         if self.inst_pickup:
             c = self.inst_c
             if c is not None and c.cause:
@@ -496,7 +509,7 @@ class Overcurrent:
                         tripped = True
                     else:
                         inv.acc = acc + r * dt
-                q = inv.qmax if x >= inv.xmax else (x << 11) // pickup
+                q = inv.qmax if x >= pickup * 20 else (x << 11) // pickup  # xmax: M_MAX = 20
                 tab = inv.table
                 k = q >> 8
                 r = tab[k]
@@ -506,13 +519,13 @@ class Overcurrent:
             if tripped:
                 if not on:
                     self._cond("inv_c", 6).apply(RAISE, t, x, out)
-            elif on and x <= inv.dropout:
+            elif on and x <= (inv._drop or pickup * 95 // 100):  # inv.dropout
                 c.apply(CLEAR, t, x, out)
-        p = self.dt_pickup
+        st = self.point.st
+        p = st[7]  # DTP_
         if p:
             c = self.dt_c
             on = c is not None and c.cause
-            st = self.point.st
             if x > p:
                 if not st[36]:  # DTON_ (literals: CPython loads a global for each name)
                     st[36] = 1

@@ -217,10 +217,9 @@ try:
         dt = (tm - int(Sp[_PREV])) & _MASK
         Sp[_RX] = tm
         Sp[_PREV] = tm
-        r = self.ring
-        Bp = ptr16(r.buf)  # type: ignore[name-defined]  # noqa: F821
-        Qp = ptr16(r.qv)  # type: ignore[name-defined]  # noqa: F821
-        Ip = ptr8(r.qi)  # type: ignore[name-defined]  # noqa: F821
+        Bp = ptr16(self.buf)  # type: ignore[name-defined]  # noqa: F821
+        Qp = ptr16(self.qv)  # type: ignore[name-defined]  # noqa: F821
+        Ip = ptr8(self.qi)  # type: ignore[name-defined]  # noqa: F821
         w = int(Sp[_W])
         i = int(Sp[_I])
         h = int(Sp[_H])

@@ -33,6 +33,8 @@ target is clamped at M = 8 (GE clamps there too), and the update carries the div
 so the discrete model is exact Euler in rational arithmetic (no floor bias).
 """
 
+import sys
+
 try:
     from micropython import const
 except ImportError:
@@ -50,6 +52,7 @@ DIFF_MAX = const(0x400000)  # 2**22: interpolation product (diff * 255) stays < 
 I_MAX = const(0x7FFFF)  # 524,287: I << 11 stays < 2**30
 THETA_ONE = const(0x10000)  # 2**16: thermal state 1.0 (trip)
 THETA_M_MAX = const(8)  # thermal target clamped at (8 k IB)**2 = 64
+_MICROPYTHON = sys.implementation.name == "micropython"
 
 # name -> (family, k or A, alpha or p, c or B, IEEE reset tr0 or 0)
 # Source: IEC 60255-151:2009 Table 1; IEEE C37.112-1996 Table 1 (via standards.md §5.1 [S]);
@@ -161,6 +164,7 @@ class InverseTime:
     reset_rate = 0  # ONE / reset_ms for reset "definite"
     rtable = None  # IEEE reset-rate table for reset "ieee"
     qmax = (M_MAX << M_SHIFT) - 1  # M at M_MAX in 1/2048 steps
+    _drop = 0  # the dropout when it is not the default pickup * 95 // 100 (0: the default)
 
     def __init__(self, curve, pickup, tms, dropout=None, reset="instantaneous", reset_ms=0):
         curve = CURVE_ALIASES.get(curve, curve)
@@ -185,7 +189,9 @@ class InverseTime:
         if not (0 < dropout <= pickup):
             raise ValueError("dropout: " + str(dropout) + " must be in 1..pickup")
         self.pickup = pickup
-        self.dropout = dropout
+        if dropout != pickup * 95 // 100 or not _MICROPYTHON:
+            # (CPython: always an instance attribute, the faster read; memory is no concern)
+            self._drop = dropout
         if reset != "instantaneous":
             self.policy = RESET_POLICIES.index(reset)
         if reset == "definite":
@@ -193,9 +199,17 @@ class InverseTime:
         self.table = build_rate_table(curve, tms)
         if reset == "ieee":
             self.rtable = build_reset_table(curve, tms)
-        self.xmax = pickup * M_MAX
         self.acc = 0
         self.rate = 0  # rate of the previous sample: > 0 operating, < 0 resetting
+
+    # dropout and xmax follow from pickup (no instance slots spent on a board)
+    @property
+    def dropout(self):
+        return self._drop or self.pickup * 95 // 100
+
+    @property
+    def xmax(self):
+        return self.pickup * M_MAX
 
     # curve and tms name the shared rate table (no instance slots spent on a board)
     @property
@@ -232,13 +246,13 @@ class InverseTime:
         pickup = self.pickup
         if x > pickup:
             # beyond M_MAX the rate stays at its M_MAX value (and x << 11 stays small)
-            q = self.qmax if x >= self.xmax else (x << M_SHIFT) // pickup
+            q = self.qmax if x >= pickup * M_MAX else (x << M_SHIFT) // pickup
             # _interp(self.table, q), inlined
             tab = self.table
             k = q >> M_STEP_SHIFT
             r = tab[k]
             self.rate = r + (((tab[k + 1] - r) * (q & 0xFF)) >> M_STEP_SHIFT)
-        elif x <= self.dropout:
+        elif x <= (self._drop or pickup * 95 // 100):  # self.dropout
             if self.policy == 0:
                 self.acc = 0
                 self.rate = 0

@@ -79,6 +79,31 @@ class Point:
 
     # Defaults most points keep: class attributes, so they cost no instance slot on a board.
     test = False  # test mode: events carry EF_TEST
+    part = None  # the part number events carry (an instance slot only when given)
+    # The point is its own ring: its buf/qv/qi arrays and state words are a Ring's (instance
+    # slots only with a window), ``ring`` returns the point, and Ring's methods and views are
+    # borrowed -- not inherited: on MicroPython a base class slows the point's attribute stores
+    # and method lookups. No Ring object is spent.
+    buf = None
+    track_min = False
+    mv = mi = Ring.mv
+    clear = Ring.clear
+    push = Ring.push
+    max = Ring.max
+    min = Ring.min
+    full = Ring.full
+    flat = Ring.flat
+    last = Ring.last
+    mean_floor = Ring.mean_floor
+    variance_num = Ring.variance_num
+    samples = Ring.samples
+    i = Ring.i
+    n = Ring.n
+    s = Ring.s
+    s2 = Ring.s2
+    window = Ring.window
+    compact = Ring.compact
+    variance = Ring.variance
     fault_values = _NO_FAULT_VALUES  # raw value -> Condition
     fault_list = ()  # type: tuple
     nfv = 0  # len(fault_values)
@@ -109,7 +134,8 @@ class Point:
         hi_code=50,
     ):
         self.src = src
-        self.part = part
+        if part is not None:
+            self.part = part
         # a reading an event cannot carry (outside int64) is never in range: a FAULT
         # out_of_range (_out_of_range omits its value), never an exception in Event()
         if lo < I64_MIN:
@@ -119,15 +145,16 @@ class Point:
         self.lo = lo
         self.hi = hi
         limit = hi if hi > -lo else -lo
-        self.ring = None
         if window:
-            self.ring = Ring(window, limit, limit <= max_abs_sample(window, True), False)
+            Ring.__init__(self, window, limit, limit <= max_abs_sample(window, True), False)  # type: ignore[arg-type]
         # Stuck sensor: ``window`` consecutive valid samples within ``tolerance`` of the first of
         # the run (for tolerance 0: the whole window equal, i.e. max == min) -- a run counter,
         # O(1) with no queue.
         # one state array: the ring's words, the stuck run (value, length), the times and the
         # words the viper fast paths read (ring.py names them)
-        self.st = st = self.ring.st if self.ring is not None else _ints(STATE_WORDS)
+        if not window:
+            self.st = _ints(STATE_WORDS)
+        st = self.st
         st[STUCK_] = 1 if stuck and window else 0
         st[LAST_] = window - 1  # the stuck run raises at ``window`` samples
         st[GAP_] = max_gap_ms
@@ -171,6 +198,11 @@ class Point:
             self.rq = (r.buf, r.qv, r.qi, r.window, r.variance)
 
     @property
+    def ring(self):
+        """The point's window (the point itself: a ``Ring``), or None without one."""
+        return None if self.buf is None else self
+
+    @property
     def quiet_ok(self):
         """Every detector knows when it is idle: the quiet paths may skip them (st[QOK_])."""
         return bool(self.st[QOK_])
@@ -211,7 +243,7 @@ class Point:
         ds.append(detector)
         self.detectors = tuple(ds)
         # the block fast path serves points whose detectors all know when they are idle
-        ok = self.ring is None or not self.ring.track_min
+        ok = not self.track_min
         for d in self.detectors:
             if not getattr(d, "quiet", False):
                 ok = False
@@ -258,13 +290,13 @@ class Point:
             st[19] = t
             rq = self.rq
             if rq is None:
-                if self.ring is not None:
-                    self.ring.push(x)
+                if self.buf is not None:
+                    self.push(x)
                 return
             # Ring.push for the case that dominates (window full, no min queue), inlined
             buf, qv, qi, w, var = rq
             if st[1] != w:
-                self.ring.push(x)  # type: ignore[union-attr]
+                self.push(x)  # type: ignore[misc]
                 return
             i = st[0]
             old = buf[i]
@@ -324,9 +356,9 @@ class Point:
         rq = self.rq
         if rq is None or st[1] != rq[3]:
             if st[20]:
-                ring_push(self.ring, x)  # type: ignore[misc]
-            elif self.ring is not None:
-                self.ring.push(x)
+                ring_push(self, x)  # type: ignore[misc]
+            elif self.buf is not None:
+                self.push(x)
         else:
             # Ring.push, full window and no min queue, inlined (as in pyfeed)
             buf, qv, qi, w, var = rq

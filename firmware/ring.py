@@ -65,6 +65,9 @@ HMAX_ = const(4)  # max queue: head slot
 CMAX_ = const(5)  # max queue: entries
 HMIN_ = const(6)  # min queue: head slot
 CMIN_ = const(7)
+# A Point's ring keeps no min queue: detectors.Overcurrent (at most one a point) uses its words
+OCSPEC_ = const(6)  # the Overcurrent conditions' kind, plus 32 when they latch
+DTP_ = const(7)  # the Overcurrent definite stage's pickup (0: none)
 RUNX_ = const(8)  # words 8.. belong to the owner: Point's stuck-sensor run (value, length)
 RUN_ = const(9)
 RING_WORDS = const(10)  # the words clear() resets
