@@ -95,6 +95,7 @@ WORDS = {
 quiet_ring = None
 feed = None
 ring_push = None
+detect = None  # Point._detect (point.py sets it)
 
 try:
     import micropython
@@ -253,7 +254,7 @@ try:
         if not quiet:
             if dt > int(Sp[_GAP]):
                 dt = int(Sp[_GAP])
-            self._detect(t, dt, xo, out)
+            detect(self, t, dt, xo, out)  # type: ignore[misc]
 
     @micropython.viper
     def _ring_push(r, x: int):

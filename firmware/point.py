@@ -420,7 +420,9 @@ class Point:
 
     def _detect(self, t, dt, x, out):
         # the end of _full, for fastpath.feed's busy path (viper points: supervision, ring and
-        # stuck run done in machine code, nothing to raise or clear there)
+        # stuck run done in machine code, nothing to raise or clear there). The quiet bound of
+        # a viper point is st[XQ_] (exact: its range is compact); self.xq is not stored here,
+        # as a store to a point costs a class lookup on MicroPython (its properties)
         dets = self.detectors
         for d in dets:
             d.step(t, dt, x, out)
@@ -434,7 +436,6 @@ class Point:
                     break
                 if q < xq:
                     xq = q
-        self.xq = xq
         self.st[11] = xq if xq < 0x3FFFFFFF else 0x3FFFFFFF
 
     def _refresh_quiet(self):
@@ -467,9 +468,11 @@ class Point:
         j = start
         # a sample that is not quiet: the viper feed's busy path on viper points, else _full
         # (two direct calls: a bound method kept in a local would allocate)
-        viper = self.st[VIPER_]
+        st = self.st
+        viper = st[VIPER_]
         while j < n:
-            if self.xq > self.lo:  # something can be quiet (xq <= lo: a detector is busy)
+            # something can be quiet (xq <= lo: a detector is busy); viper points: st[XQ_]
+            if (st[XQ_] if viper else self.xq) > self.lo:
                 j = self._quiet_run(ts, xs, j, n)
                 if j >= n:
                     break
@@ -493,7 +496,8 @@ class Point:
 
     def _quiet_run(self, ts, xs, j, n):
         """Take samples from ``j`` while they change no condition; return the first it left."""
-        xq = self.xq  # refreshed after every full pass; lo when something is busy
+        # refreshed after every full pass; lo when something is busy (viper points: st[XQ_])
+        xq = self.st[XQ_] if self.st[VIPER_] else self.xq
         lo = self.lo
         if xq <= lo:
             return j
@@ -745,3 +749,4 @@ class Point:
 
 if fastpath.feed is not None:
     Point.feed = fastpath.feed  # type: ignore[assignment]
+    fastpath.detect = Point._detect  # type: ignore[assignment]  # (a global: a method lookup on a point costs more)
