@@ -489,8 +489,6 @@ class Overcurrent:
     def step(self, t, dt, x, out):
         inv = self.inv
         if inv is not None:
-            c = self.inv_c
-            on = c is not None and c.cause
             r = inv.rate
             pickup = inv.pickup
             if r >= 0 and x > pickup:
@@ -516,25 +514,27 @@ class Overcurrent:
                 inv.rate = r + (((tab[k + 1] - r) * (q & 0xFF)) >> 8)
             else:
                 tripped = inv.step(dt, x)
-            if tripped:
-                if not on:
-                    self._cond("inv_c", 6).apply(RAISE, t, x, out)
-            elif on and x <= (inv._drop or pickup * 95 // 100):  # inv.dropout
-                c.apply(CLEAR, t, x, out)
+            c = self.inv_c
+            if c is not None and c.cause:  # (the condition is made when it first raises)
+                if not tripped and x <= (inv._drop or pickup * 95 // 100):  # inv.dropout
+                    c.apply(CLEAR, t, x, out)
+            elif tripped:
+                self._cond("inv_c", 6).apply(RAISE, t, x, out)
         st = self.point.st
         p = st[7]  # DTP_
         if p:
-            c = self.dt_c
-            on = c is not None and c.cause
             if x > p:
                 if not st[36]:  # DTON_ (literals: CPython loads a global for each name)
                     st[36] = 1
                     st[35] = t & 0x3FFFFFFF  # DTT0_ (only differences mod 2**30 are used)
-                if not on and (t - st[35]) & 0x3FFFFFFF >= st[38]:  # DTDELAY_
-                    self._cond("dt_c", 7).apply(RAISE, t, x, out)
+                if (t - st[35]) & 0x3FFFFFFF >= st[38]:  # DTDELAY_
+                    c = self.dt_c
+                    if c is None or not c.cause:
+                        self._cond("dt_c", 7).apply(RAISE, t, x, out)
             elif x <= st[37]:  # DTDROP_
                 st[36] = 0
-                if on:
+                c = self.dt_c
+                if c is not None and c.cause:
                     c.apply(CLEAR, t, x, out)
         p = self.inst_pickup
         if p:

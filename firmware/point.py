@@ -317,12 +317,92 @@ class Point:
             while c and qv[k] <= x:
                 c -= 1
                 k = w1 if k == 0 else k - 1
-            qv[k + 1 if k < w1 else 0] = x
-            qi[k + 1 if k < w1 else 0] = i
+            k = k + 1 if k < w1 else 0
+            qv[k] = x
+            qi[k] = i
             st[5] = c + 1
             st[0] = i + 1 if i < w1 else 0
             return
-        self._full(t, x, out)
+        # Busy: a detector is timing or integrating, or x is above the quiet bound. When the
+        # supervision, the ring and the stuck run change no condition, they are done here and
+        # the detectors run (the end of _full, without its call and generic branches); any
+        # other sample goes to the full pass first thing, before any state moves.
+        st = self.st
+        rq = self.rq
+        c = self.comms_c
+        if (
+            rq is None
+            or x > self.hi
+            or x < self.lo
+            or self.nfv
+            or st[24]
+            or not st[22]
+            or st[1] != rq[3]
+            or (c is not None and c.cause)
+        ):
+            self._full(t, x, out)
+            return
+        if st[14]:
+            d = x - st[8]
+            tol = st[12]
+            if -tol <= d <= tol:
+                if st[9] >= st[13] and not st[15]:
+                    self._full(t, x, out)
+                    return
+                st[9] += 1
+            elif st[15]:
+                self._full(t, x, out)
+                return
+            else:
+                st[8] = x
+                st[9] = 1
+        tm = t & 0x3FFFFFFF
+        st[18] = tm
+        st[23] = 1
+        dt = (t - st[19]) & 0x3FFFFFFF
+        if dt > st[21]:
+            dt = st[21]
+        st[19] = tm
+        # Ring.push, full window and no min queue, inlined
+        buf, qv, qi, w, var = rq
+        i = st[0]
+        old = buf[i]
+        st[2] += x - old
+        if var:
+            st[3] += x * x - old * old
+        h = st[4]
+        c = st[5]
+        w1 = w - 1
+        if qi[h] == i:
+            h = 0 if h == w1 else h + 1
+            st[4] = h
+            c -= 1
+        buf[i] = x
+        k = h + c - 1
+        if k >= w:
+            k -= w
+        while c and qv[k] <= x:
+            c -= 1
+            k = w1 if k == 0 else k - 1
+        k = k + 1 if k < w1 else 0
+        qv[k] = x
+        qi[k] = i
+        st[5] = c + 1
+        st[0] = i + 1 if i < w1 else 0
+        dets = self.detectors
+        for d in dets:
+            d.step(t, dt, x, out)
+        xq = self.lo
+        if st[27]:
+            xq = self.hi + 1
+            for d in dets:
+                q = d.quiet_below()
+                if q is None:
+                    xq = self.lo
+                    break
+                if q < xq:
+                    xq = q
+        self.xq = xq
 
     feed = pyfeed  # MicroPython: fastpath.feed (viper), which calls pyfeed or _full
 
@@ -381,8 +461,9 @@ class Point:
             while c and qv[k] <= x:
                 c -= 1
                 k = w1 if k == 0 else k - 1
-            qv[k + 1 if k < w1 else 0] = x
-            qi[k + 1 if k < w1 else 0] = i
+            k = k + 1 if k < w1 else 0
+            qv[k] = x
+            qi[k] = i
             st[5] = c + 1
             st[0] = i + 1 if i < w1 else 0
         if st[14]:
