@@ -13,7 +13,8 @@ Session rules (protocol/topics.py):
   the outbox every ``heartbeat_s``, so a link that dies silently (aiomqtt does not always notice:
   issues #326, #381) misses a deadline within heartbeat + deadline and is torn down.
 * Reconnects back off exponentially with full jitter, from backoff_min_s to backoff_max_s.
-* The alarm lane has a publish slot of its own: a fire alarm never waits behind telemetry.
+* The alarm lane has a publish slot of its own, and while it is busy no telemetry batch starts:
+  a fire alarm never waits behind telemetry, not even behind a backlog after an outage.
 * Commands (``el/v1/<gw>/cmd``): rebirth, time sync, resend from a sequence number; each gets a
   Result on ``el/v1/<gw>/res``.
 """
@@ -239,7 +240,11 @@ class Uplink:
                         await alarm_slot.acquire()
                         tasks.add(asyncio.create_task(publish(p, alarm_slot)))
                         started = True
-                if not bulk_slots.locked():
+                # Strict priority: while the alarm lane has a batch in flight (and so, possibly,
+                # more queued behind it), telemetry waits. After an outage the queued faults and
+                # the fire alarm behind them all go before the backlog, one PUBACK each, rather
+                # than sharing the link with it.
+                if not bulk_slots.locked() and not alarm_slot.locked():
                     p = self.outbox.next_batch(BULK_LANE, self.gw, self.batch_max_events)
                     if p is not None:
                         await bulk_slots.acquire()

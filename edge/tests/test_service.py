@@ -61,25 +61,25 @@ async def test_gateway_process_end_to_end(tmp_path: Path, broker: Broker) -> Non
             str(cfg_path), stderr=log_file, env=env,
         )  # fmt: skip
         try:
-            await wait_for(lambda: kinds(c, codes.BIRTH), 20)
+            await wait_for(lambda: kinds(c, codes.BIRTH), 40)
             # 1. a panel's fire bit passes through as FIRE_ALARM (panel_status)
             site.device("rtu-1").set_bit("system_status", 1, True)
-            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 10), 10)
+            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 10), 20)
             ((_, ev),) = kinds(c, codes.FIRE_ALARM, 10)
             assert ev.state == codes.ACTIVE and ev.src == (1 << 24) | (1 << 16) | 1
             # 2. residual current above the profile's 300 mA setting: the core's detector alarms
             site.device("tcp-1").set("residual_current", 450)
-            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 4), 30)  # two 5 s telemetry polls
+            await wait_for(lambda: kinds(c, codes.FIRE_ALARM, 4), 60)  # two 5 s telemetry polls
             # 3. a temperature probe breaks: a fault, never a zero reading
             site.device("tcp-1").set_raw("temperature_2", 32767)
-            await wait_for(lambda: kinds(c, codes.FAULT, 53), 15)
+            await wait_for(lambda: kinds(c, codes.FAULT, 53), 30)
             # 4. a silent device: COMMS lost, then restored
             site.device("rtu-2").mode = "silent"
-            await wait_for(lambda: [e for _, e in kinds(c, codes.COMMS) if e.state], 15)
+            await wait_for(lambda: [e for _, e in kinds(c, codes.COMMS) if e.state], 30)
             site.device("rtu-2").mode = "ok"
-            await wait_for(lambda: [e for _, e in kinds(c, codes.COMMS) if not e.state], 20)
+            await wait_for(lambda: [e for _, e in kinds(c, codes.COMMS) if not e.state], 40)
             # 5. telemetry flows as series
-            await wait_for(lambda: kinds(c, codes.MEASUREMENT), 10)
+            await wait_for(lambda: kinds(c, codes.MEASUREMENT), 20)
             # 6. SIGTERM: flush, publish the death (clean_shutdown), exit 0
             proc.send_signal(signal.SIGTERM)
             rc = await asyncio.wait_for(proc.wait(), 20)
