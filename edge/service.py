@@ -36,6 +36,7 @@ log = logging.getLogger("emberlink.gateway")
 
 DISK_LOW_KB = 50 * 1024  # FAULT disk_full below 50 MB free: hours of telemetry at our rates
 SPILL_MAX = 10_000  # events held in memory while the outbox cannot write
+SPILL_RETRY_S = 1.0  # how often held events are offered to the store again
 RESTART_S = 2.0  # a crashed bus or uplink task is restarted after this pause
 SHUTDOWN_FLUSH_S = 5.0  # SIGTERM: time allowed to publish what is queued and the death
 WATCHDOG_STALL_S = 10.0  # a poll loop that has not turned for this long is wedged
@@ -111,9 +112,13 @@ class Gateway:
         """Store one event (durably, seq allocated) and wake the uplink.
 
         If the store refuses (disk full, I/O error) the event waits in memory, at most
-        SPILL_MAX of them, alarms kept first, and is stored with the next event that succeeds.
+        SPILL_MAX of them, alarms kept first, and is stored with the next event that succeeds
+        or by the retry loop (every SPILL_RETRY_S), whichever comes first.
         """
         self._spill.append((ev, t_ms, not self.clock.synced))
+        self._store_spill()
+
+    def _store_spill(self, retry: bool = False) -> None:
         try:
             while self._spill:  # in order, one transaction per run of equal clock flags
                 flag = self._spill[0][2]
@@ -121,7 +126,9 @@ class Gateway:
                 self.outbox.append_many([(e, t) for e, t, _ in self._spill[:n]], unsynced=flag)
                 del self._spill[:n]
         except OutboxError as e:
-            log.error("outbox: %s (%d events held in memory)", e, len(self._spill))
+            (log.debug if retry else log.error)(
+                "outbox: %s (%d events held in memory)", e, len(self._spill)
+            )
             if len(self._spill) > SPILL_MAX:
                 keep = [x for x in self._spill if x[0].kind in codes.PRIORITY_KINDS]
                 self._spill = keep[-SPILL_MAX:]
@@ -263,6 +270,14 @@ class Gateway:
             tmp.write_text(json.dumps(status, indent=1))
             os.replace(tmp, path)
 
+    async def _spill_retry_loop(self) -> None:
+        # Events held in memory (the store refused them) must not wait for the next event to
+        # be stored: a fire alarm raised on a full disk goes out as soon as space returns.
+        while True:
+            await asyncio.sleep(SPILL_RETRY_S)
+            if self._spill:
+                self._store_spill(retry=True)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_s)
@@ -302,6 +317,7 @@ class Gateway:
         uplink = asyncio.create_task(self._supervise(self.uplink.run, "uplink"))
         tasks += [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._spill_retry_loop(), name="spill-retry"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
         ]
         self.heartbeat()

@@ -182,7 +182,7 @@ async def test_kill_9_gateway_then_restart_delivers_every_seq(
             await asyncio.sleep(0.25)
         proc.kill()  # SIGKILL: no flush, no death; the broker sends the will
         await proc.wait()
-        await wait_for(lambda: any(b.events[0].code == 102 for b in c.batches("state")), 10)
+        await wait_for(lambda: any(b.events[0].code == 102 for b in c.batches("state")), 30)
         from emberlink.edge.outbox import Outbox
 
         ob = Outbox(cfg.outbox.path, new_boot=False)
@@ -191,13 +191,13 @@ async def test_kill_9_gateway_then_restart_delivers_every_seq(
         ob.close()
         proc = await asyncio.create_subprocess_exec(*argv, stderr=subprocess.DEVNULL)
         try:
-            await wait_for(lambda: any(b.boot == 2 for b in c.batches("state")), 20)
+            await wait_for(lambda: any(b.boot == 2 for b in c.batches("state")), 40)
 
             def complete() -> bool:
                 got.update((b, s) for b, s, _, _ in c.events())
                 return {s for b, s in got if b == 1} >= set(range(1, last1 + 1))
 
-            await wait_for(complete, 20)
+            await wait_for(complete, 40)
             assert last1 >= 3  # birth, health and at least one alarm were stored in boot 1
             # what was left in the store went out again after the restart, marked replayed
             replayed = {s for b, s, _, f in c.events() if b == 1 and f & codes.BF_REPLAYED}
