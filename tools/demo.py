@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 from emberlink.protocol import codes
+from emberlink.tools.testbroker import free_port
 
 GATEWAY_ID = 1
 HEARTBEAT_S = 5  # short, so the live view shows health changing within the demo
@@ -80,13 +81,6 @@ at_s = 70
 device = "efm-main"
 action = "ok"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,15 +10,9 @@ from pathlib import Path
 
 import pytest
 from emberlink.tools import micropython
+from emberlink.tools.testbroker import Broker, free_port
 
 HERE = Path(__file__).resolve().parent
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mp_env() -> dict[str, str]:
@@ -50,44 +41,6 @@ def mp_run(script: Path, args: list[str], heapsize: str | None = None,
            timeout: float = 60) -> str:  # fmt: skip
     proc = micropython.run(script=script, args=args, heapsize=heapsize, timeout=timeout)
     return proc.stdout.decode()
-
-
-class Broker:
-    """mosquitto on 127.0.0.1:<free port>, anonymous, no persistence."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.conf = tmp / f"mosquitto-{self.port}.conf"
-        user = "user root\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n{user}allow_anonymous true\npersistence false\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Broker:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError("mosquitto exited")
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture(scope="session")
