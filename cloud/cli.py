@@ -68,6 +68,13 @@ def main(argv: list[str]) -> int:
         if args.workers < 1:
             print("emberlink cloud: --workers must be at least 1", file=sys.stderr)
             return 2
+        if args.workers > 1 and not settings.mqtt_shared_subscription:
+            print(
+                "emberlink cloud: --workers > 1 needs EMBERLINK_MQTT_SHARED_SUBSCRIPTION=true "
+                "(without a shared subscription every worker gets every batch)",
+                file=sys.stderr,
+            )
+            return 2
         return _ingest(settings, args.workers, not args.no_sweep)
     return 2
 

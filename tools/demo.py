@@ -2,8 +2,11 @@
 
 It starts, each as its own process and all in a scratch folder:
 
-1. an MQTT broker: a private ``mosquitto`` on a free port (or, when the binary is missing, a
-   broker already listening on 127.0.0.1:1883);
+1. an MQTT broker (``--broker``): a private ``mosquitto`` on a free port; when there is no
+   ``mosquitto`` (``auto``, the default) or on request (``embedded``), the pure-Python amqtt
+   broker (``emberlink.tools.embedded_broker``) on a free port, with the cloud's ingest on the
+   plain topic filter, since amqtt has no ``$share/`` subscriptions; without amqtt installed,
+   a broker already listening on 127.0.0.1:1883;
 2. the cloud registry on SQLite: ``emberlink cloud migrate``, ``serve`` and ``ingest``;
 3. a simulated site: ``emberlink sim run`` with a fire-alarm panel, an Acrel ASJ
    residual-current relay and an analog smoke loop on a 9600-baud RTU bus (a real socat pty
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import secrets
@@ -81,6 +85,40 @@ at_s = 70
 device = "efm-main"
 action = "ok"
 """
+
+
+BROKER_CHOICES = ("auto", "mosquitto", "embedded")
+
+
+def find_mosquitto(path: str | None = None) -> str | None:
+    """``mosquitto`` on PATH, or in the ``sbin`` folder beside a PATH ``bin`` folder.
+
+    Debian installs it as /usr/sbin/mosquitto, which is not on an ordinary user's PATH.
+    """
+    dirs = (os.environ.get("PATH", "") if path is None else path).split(os.pathsep)
+    sbins = [str(Path(d).parent / "sbin") for d in dirs if d and Path(d).name == "bin"]
+    return shutil.which("mosquitto", path=os.pathsep.join([*dirs, *sbins]))
+
+
+def have_amqtt() -> bool:
+    return importlib.util.find_spec("amqtt") is not None
+
+
+def choose_broker(mode: str, mosquitto: str | None) -> tuple[str, str]:
+    """(kind, why): kind is "mosquitto", "embedded", "local" (127.0.0.1:1883) or "none"."""
+    if mode == "mosquitto":
+        return ("mosquitto", "--broker mosquitto") if mosquitto else ("none", "mosquitto not found")
+    if mode == "embedded":
+        if have_amqtt():
+            return "embedded", "--broker embedded"
+        return "none", "amqtt is not installed (pip install 'emberlink[demo]')"
+    if mosquitto:
+        return "mosquitto", "found"
+    if have_amqtt():
+        return "embedded", "mosquitto not found"
+    if port_open(1883):
+        return "local", "mosquitto not found, amqtt not installed"
+    return "none", "mosquitto not found and amqtt not installed"
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -227,37 +265,51 @@ def run(args: argparse.Namespace) -> int:
     tcp_port = free_port()
     base = f"http://127.0.0.1:{http_port}/api/v1"
 
-    mosquitto = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if mosquitto:
-        mqtt_port = free_port()
-        conf = work / "mosquitto.conf"
-        conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")
-        demo.start("mosquitto", [mosquitto, "-c", str(conf)])
-    elif port_open(1883):
-        mqtt_port = 1883
-    else:
+    mosquitto = find_mosquitto()
+    kind, why = choose_broker(args.broker, mosquitto)
+    if kind == "none":
         print(
-            "emberlink demo: no MQTT broker: install Mosquitto (apt-get install mosquitto) "
-            "or start one on 127.0.0.1:1883",
+            f"emberlink demo: no MQTT broker ({why}): install Mosquitto "
+            "(apt-get install mosquitto) or the demo extra (pip install 'emberlink[demo]'), "
+            "or start a broker on 127.0.0.1:1883",
             file=sys.stderr,
         )
         return 1
+    mqtt_port = 1883 if kind == "local" else free_port()
+    if kind == "mosquitto" and mosquitto:
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n")
+        demo.start("mosquitto", [mosquitto, "-c", str(conf)])
+        banner = f"broker: mosquitto ({mosquitto}) on 127.0.0.1:{mqtt_port}"
+    elif kind == "embedded":
+        demo.start(
+            "broker",
+            [sys.executable, "-m", "emberlink.tools.embedded_broker", "--port", str(mqtt_port)],
+        )
+        banner = f"broker: embedded amqtt on 127.0.0.1:{mqtt_port} ({why})"
+    else:
+        banner = f"broker: the one already on 127.0.0.1:1883 ({why})"
 
     site = work / "site.toml"
     site.write_text(site_config(work, mqtt_port, tcp_port))
-    (work / "scenario.toml").write_text(SCENARIO)
+    scenario = Path(args.scenario).read_text() if args.scenario else SCENARIO
+    (work / "scenario.toml").write_text(scenario)
     env = dict(os.environ)
     env.update(
         EMBERLINK_DATABASE_URL=f"sqlite:///{work / 'cloud.db'}",
         EMBERLINK_MQTT_HOST="127.0.0.1",
         EMBERLINK_MQTT_PORT=str(mqtt_port),
         EMBERLINK_BOOTSTRAP_ADMIN_TOKEN=token,
+        # amqtt has no $share/ subscriptions; the demo runs one ingest worker
+        EMBERLINK_MQTT_SHARED_SUBSCRIPTION="false" if kind == "embedded" else "true",
     )
     print(f"EmberLink demo in {work}", flush=True)
+    print(banner, flush=True)
     try:
-        if mosquitto:
+        if kind == "embedded":  # its readiness line (a bare port probe makes amqtt log errors)
+            log = work / "broker.log"
+            wait_until("the broker", lambda: "listening" in log.read_text(errors="replace"), demo)
+        elif kind == "mosquitto":
             wait_until("the broker", lambda: port_open(mqtt_port), demo)
         subprocess.run([*EMBERLINK, "cloud", "migrate"], env=env, check=True, capture_output=True)
         demo.start("cloud-serve", [*EMBERLINK, "cloud", "serve", "--port", str(http_port)], env)
@@ -318,8 +370,11 @@ def run(args: argparse.Namespace) -> int:
         demo.start("gateway", [*EMBERLINK, "gateway", "run", "--config", str(site)])
 
         print(f"cloud API: {base}  (docs http://127.0.0.1:{http_port}/docs, token {token})")
-        print("scenario: residual-current ramp at 8 s, smoke at 26 s, panel fire at 40 s,")
-        print("          EFM device silent 48-70 s; Ctrl-C stops.\n", flush=True)
+        if args.scenario:
+            print(f"scenario: {args.scenario}; Ctrl-C stops.\n", flush=True)
+        else:
+            print("scenario: residual-current ramp at 8 s, smoke at 26 s, panel fire at 40 s,")
+            print("          EFM device silent 48-70 s; Ctrl-C stops.\n", flush=True)
         live_view(client, demo, names, args.duration, args.all)
         return 0
     except KeyboardInterrupt:
@@ -403,4 +458,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dir", help="work in this folder and keep it (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--all", action="store_true", help="also print every telemetry event")
-    return run(p.parse_args(argv))
+    p.add_argument(
+        "--broker",
+        choices=BROKER_CHOICES,
+        default="auto",
+        help="auto (default): a private mosquitto when there is one, else the embedded "
+        "pure-Python amqtt broker; mosquitto or embedded: that one or fail",
+    )
+    p.add_argument(
+        "--scenario",
+        help="play this scenario file (the simulator's [[step]] format) instead of the built-in "
+        "script",
+    )
+    args = p.parse_args(argv)
+    if args.scenario and not Path(args.scenario).is_file():
+        p.error(f"no scenario file {args.scenario}")
+    return run(args)

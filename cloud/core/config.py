@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_client_prefix: str = "emberlink-ingest"
+    # Ingest workers subscribe through ``$share/emberlink-ingest/...`` so that several of them
+    # split the load (Mosquitto, and any MQTT 5 broker). False: the plain filter
+    # ``el/v1/+/ev``, for a broker without shared subscriptions (the demo's embedded amqtt);
+    # then only one worker may run, or every worker would get, store and ack every batch.
+    mqtt_shared_subscription: bool = True
 
     # Ingest batching: a flush happens at this many events or this age, whichever comes first.
     flush_events: int = Field(default=2000, ge=1, le=100_000)

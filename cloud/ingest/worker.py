@@ -1,8 +1,9 @@
 """The MQTT ingest worker: a shared subscription in, acks out after each commit.
 
 Several workers (processes) subscribe to ``$share/emberlink-ingest/el/v1/+/ev`` and split the
-load. Each buffers decoded batches and flushes them in one transaction when ``flush_events``
-are waiting or ``flush_ms`` has passed, in a thread so that the MQTT link keeps being served.
+load (with ``mqtt_shared_subscription`` off, one worker subscribes to ``el/v1/+/ev``). Each
+buffers decoded batches and flushes them in one transaction when ``flush_events`` are waiting
+or ``flush_ms`` has passed, in a thread so that the MQTT link keeps being served.
 The ack (the contiguous high-water mark) is published only after the commit.
 
 paho acknowledges a QoS 1 delivery when it arrives, before our commit; if the worker dies in
@@ -92,11 +93,11 @@ class IngestWorker:
             identifier=self.client_id,
             clean_session=True,  # shared-subscription consumers must not queue while away
         ) as client:
-            await client.subscribe(
-                [(topics.subscription(leaf, shared=True), topics.QOS) for leaf in ("ev", "state")]
-            )
+            shared = self.settings.mqtt_shared_subscription
+            filters = [topics.subscription(leaf, shared=shared) for leaf in ("ev", "state")]
+            await client.subscribe([(f, topics.QOS) for f in filters])
             self.subscribed.set()
-            log.info("%s subscribed to the shared event and state topics", self.client_id)
+            log.info("%s subscribed to %s", self.client_id, " and ".join(filters))
             tasks = [
                 asyncio.create_task(self._consume(client)),
                 asyncio.create_task(self._flusher(client, stop)),

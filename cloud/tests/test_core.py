@@ -97,6 +97,15 @@ def test_cli_refuses_bad_settings(
     assert "placeholder" in capsys.readouterr().err
 
 
+def test_cli_ingest_refuses_several_workers_without_shared_subscription(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A broker without $share/ (the demo's embedded amqtt) gives every worker every batch.
+    monkeypatch.setenv("EMBERLINK_MQTT_SHARED_SUBSCRIPTION", "false")
+    assert cli.main(["ingest", "--workers", "2"]) == 2
+    assert "EMBERLINK_MQTT_SHARED_SUBSCRIPTION" in capsys.readouterr().err
+
+
 def _revision(url: str) -> str | None:
     engine = make_engine(url)
     with engine.connect() as conn:
