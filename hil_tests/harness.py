@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -270,12 +271,23 @@ class Proxy:
 
 # --- cloud -------------------------------------------------------------------------------------
 class Cloud:
-    """API and ingest workers on a PostgreSQL database made for this bench and dropped after."""
+    """API and ingest workers on a database made for this bench and dropped after: PostgreSQL
+    (the production database) or, with ``database="sqlite"``, the embedded default, a file
+    shared by the API and the ingest worker processes as in the demo."""
 
-    def __init__(self, work: Path, mqtt_port: int, **settings: str) -> None:
+    def __init__(
+        self, work: Path, mqtt_port: int, database: str = "postgresql", **settings: str
+    ) -> None:
+        if database not in ("postgresql", "sqlite"):
+            raise ValueError(f"database must be postgresql or sqlite, not {database!r}")
         self.work = work
+        self.database = database
         self.db = f"emberlink_hil_{os.getpid()}_{secrets.token_hex(4)}"
-        self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.db
+        if database == "sqlite":
+            self.sqlite_path = work / "cloud.db"
+            self.url = f"sqlite:///{self.sqlite_path}"
+        else:
+            self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.db
         self.token = "hil-" + secrets.token_urlsafe(32)
         self.http_port = free_port()
         self.env = dict(os.environ)
@@ -296,8 +308,9 @@ class Cloud:
         self.duplicates_seen = 0  # duplicate deliveries reported by stopped ingest workers
 
     def start(self) -> Cloud:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{self.db}"')
+        if self.database == "postgresql":
+            with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+                c.execute(f'CREATE DATABASE "{self.db}"')
         subprocess.run(
             [*EMBERLINK, "cloud", "migrate"],
             env=self.env,
@@ -365,8 +378,17 @@ class Cloud:
             ).raise_for_status()
 
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.url, autocommit=True) as c:
-            return c.execute(query, args).fetchall()  # type: ignore[arg-type]
+        """Rows of ``query`` (``%s`` placeholders on both databases; JSON columns come back
+        decoded on both)."""
+        if self.database == "postgresql":
+            with psycopg.connect(self.url, autocommit=True) as c:
+                return c.execute(query, args).fetchall()  # type: ignore[arg-type]
+        db = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute(query.replace("%s", "?"), args).fetchall()
+        finally:
+            db.close()
+        return [tuple(_json_or_value(v) for v in r) for r in rows]
 
     def stop(self) -> None:
         try:
@@ -378,8 +400,17 @@ class Cloud:
             if self.http:
                 self.http.close()
         finally:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-                c.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            if self.database == "postgresql":
+                with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+                    c.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+
+
+def _json_or_value(v: Any) -> Any:
+    """SQLite keeps JSON columns as text: decode the objects, leave every other value alone."""
+    if isinstance(v, str) and v[:1] == "{":
+        with contextlib.suppress(ValueError):
+            return json.loads(v)
+    return v
 
 
 def _duplicates_in(log: str) -> int:

@@ -213,6 +213,18 @@ def partition(b: Bench, seconds: float, name: str) -> None:
     row, _ = await_alarm(
         b.cloud, GW, codes.FIRE_ALARM, src(PANEL, 1), 10, t, bound, name, national=False
     )
+    after_heal = row.received_ms - healed
+    heal_bound = RECONNECT_MS + CONNECT_TIMEOUT_MS + bench.MARGIN_MS
+    assert after_heal <= heal_bound, f"{after_heal} ms after the heal > {heal_bound} ms"
+    wait_until(
+        "the cloud to show the gateway back online",
+        lambda: transitions(b, t0)[-1:] == ["online"],
+        HEALTH_S,
+    )
+    # Count only once the backlog has drained: the alarm lane goes first, so on a slow machine
+    # the query can run before a single older telemetry event is stored (received_ms is fixed
+    # once stored, so counting later changes nothing but that race).
+    bench.converged(b.cloud, b.gateway, CONVERGE_S)
     # the alarm overtook the backlog: while the alarm lane has a batch in flight no telemetry
     # batch starts, so the older priority events and the fire go first and no older telemetry
     # may be stored before the fire alarm.
@@ -224,18 +236,10 @@ def partition(b: Bench, seconds: float, name: str) -> None:
     behind = b.cloud.sql(q + "received_ms > %s", *key, row.received_ms)
     older = b.cloud.sql(q + "received_ms >= %s", *key, healed)
     n_ahead, n_earlier, n_behind, n_older = (x[0][0] for x in (ahead, earlier, behind, older))
-    after_heal = row.received_ms - healed
-    heal_bound = RECONNECT_MS + CONNECT_TIMEOUT_MS + bench.MARGIN_MS
-    assert after_heal <= heal_bound, f"{after_heal} ms after the heal > {heal_bound} ms"
     assert n_older > 0, "no backlog built up during the partition"
     assert n_ahead == 0, (
         f"{n_ahead} older telemetry events of {n_older} were stored before the fire alarm, "
         f"which had {n_earlier} older priority events before it"
-    )
-    wait_until(
-        "the cloud to show the gateway back online",
-        lambda: transitions(b, t0)[-1:] == ["online"],
-        HEALTH_S,
     )
     fire(b, False)
     r = Result(
@@ -246,17 +250,30 @@ def partition(b: Bench, seconds: float, name: str) -> None:
         f"older backlog events {n_ahead} telemetry before it (after {n_earlier} older priority "
         f"events), {n_behind} after",
     )
-    bench.converged(b.cloud, b.gateway, CONVERGE_S)
     finish(b, r)
 
 
+def partition_scenario(b: Bench, seconds: float, name: str) -> None:
+    """One partition; if it fails, the network is healed and the fire bit dropped, so that the
+    next scenario of the module starts on a working site instead of failing in cascade."""
+    try:
+        partition(b, seconds, name)
+    except BaseException:
+        assert b.proxy is not None
+        b.proxy.heal()
+        b.site.step(device=PANEL[2], action="bit", point="system_status", bit=1, on=False)
+        time.sleep(3)  # a few panel polls: the gateway sees the bit low again
+        raise
+
+
 def test_network_partition_then_replay(faults: Bench) -> None:
-    partition(faults, PARTITION_S, f"network partition {PARTITION_S:.0f} s, then replay")
+    partition_scenario(faults, PARTITION_S, f"network partition {PARTITION_S:.0f} s, then replay")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(480)  # 3 min cut + offline, heal, drain and the fire's end, on a slow host
 def test_network_partition_of_minutes(faults: Bench) -> None:
-    partition(faults, PARTITION_LONG_S, f"network partition {PARTITION_LONG_S:.0f} s")
+    partition_scenario(faults, PARTITION_LONG_S, f"network partition {PARTITION_LONG_S:.0f} s")
 
 
 __all__ = ["PROCESS_START_S"]
