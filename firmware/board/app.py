@@ -15,32 +15,43 @@ detectors, the flash outbox and the MQTT client. ``run()`` repeats:
    the watchdog fed while reads and the outbox make progress, the heap high-water mark.
 
 Every event is stored before anything else happens to it, so a power cut loses nothing the
-outbox has returned a seq for. Messages are built with protocol/ exactly as the Pi builds
-them, so the cloud decodes both with the same code.
+outbox has returned a seq for. Events are built with protocol/ exactly as the Pi builds them
+and batches are their stored bytes spliced (enc.py, byte-identical to messages.encode_batch),
+so the cloud decodes both with the same code. Memory: see App.__init__ and the README.
 """
 
 import gc
-import json
 
-from ...protocol import cbor, codes, messages, topics, wire
-from ...protocol.errors import ProtocolError
-from ...protocol.messages import Batch, Event
-from . import modbus_rtu, mqtt
-from .client import Client
+from ...protocol import codes
+from ...protocol.messages import Event
 from .compat import MICROPYTHON, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from .hw import Clock, Watchdog
-from .outbox import ALARM_LANE, BULK_LANE, Outbox
 from .points import Pt, Read, src_of
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[no-redef]
+        return x
+
 
 VERSION = "0.1.0"
 PLATFORM = 2 if MICROPYTHON else 1  # codes.PLATFORM_NAMES
-CAP_RTU = 1
-CAP_MAC = 4
-CAP_SERIES = 32
-STATUS_PRIO = 0
-TELEMETRY_PRIO = 1
-BACKOFF_MAX_MS = 60000  # a down device is probed at least once a minute
-GC_EVERY_MS = 1000
+CAP_RTU = const(1)
+CAP_MAC = const(4)
+CAP_SERIES = const(32)
+STATUS_PRIO = const(0)
+TELEMETRY_PRIO = const(1)
+BACKOFF_MAX_MS = const(60000)  # a down device is probed at least once a minute
+GC_EVERY_MS = const(1000)
+ALARM_LANE = const(0)  # outbox.ALARM_LANE
+BULK_LANE = const(1)  # outbox.BULK_LANE
+OP_REBIRTH = const(1)  # messages.OP_REBIRTH
+OP_TIME_SYNC = const(3)  # messages.OP_TIME_SYNC
+RES_OK = const(0)  # messages.RES_OK
+RES_UNKNOWN_OP = const(1)
+RES_BAD_ARGS = const(2)
 
 
 def log(*args):
@@ -51,8 +62,10 @@ class Device:
     def __init__(self, d, bus, prof):
         self.name = d["name"]
         self.unit = d["unit"]
-        self.bus = bus
-        self.prof = prof
+        self.bus = bus["id"]
+        self.down_after = bus["down_after"]
+        self.sys = prof["sys"] or None
+        self.part = prof["part"] or None
         self.src = src_of(bus["id"], d["unit"], 0)
         self.fails = 0
         self.down = False
@@ -65,68 +78,115 @@ class Device:
 
 class App:
     def __init__(self, cfg, port_factory=None):
-        self.cfg = cfg
+        """Build the gateway from a checked configuration (conf.py). The configuration's
+        ``profiles``, ``devices`` and ``buses`` are set to None once built from."""
+        # Memory: the points (and their detectors, built by firmware/config.py) come first,
+        # while nothing else is loaded; then the builder, the configuration checker and the
+        # parsed configuration are let go, and only then are the uplink's modules imported.
+        # The heap's high-water mark is the larger of the two phases, not their sum.
         self.gw = cfg["gw"]
+        self.serial = cfg["serial"]
+        self.heartbeat_s = cfg["heartbeat_s"]
+        self.data_dir = cfg["data_dir"]
         self.clock = Clock(cfg["clock_synced"])
         self.wdt = None
         self.started = ticks_ms()
-        o = cfg["outbox"]
-        try:
-            import os
-
-            os.mkdir(cfg["data_dir"])
-        except OSError:
-            pass  # exists
-        self.outbox = Outbox(cfg["data_dir"] + "/outbox", o["max_telemetry"], o["seg_records"])
-        self.batch_max = o["batch_max_events"]
         self.warnings = []  # type: list
         self.out = []  # type: list  # the detectors' (t, Event) scratch list
         self.emit_bound = self.emit
         self.masters = {}
         self.devices = []
         self.reads = []
-        series_ms = cfg["series_s"] * 1000
-        for b in cfg["buses"]:
-            port = (port_factory or _port)(b)
+        _forget("emberlink.firmware.board.conf")  # checked: the checker is not needed again
+        gc.collect()
+        self._build(cfg)
+        for w in self.warnings:
+            log("warning:", w)
+        self.warnings = []
+        _forget("emberlink.firmware.config")  # the detector builder: 20 KB of heap, used once
+        _forget("emberlink.firmware.idmt")  # imported by the builder; reloaded if a curve needs it
+        o = cfg["outbox"]
+        m = cfg["mqtt"]
+        buses = cfg["buses"]
+        for k in ("profiles", "devices", "buses"):  # built: the heap can have them back
+            cfg[k] = None
+        gc.collect()
+        from . import modbus_rtu  # imported once the points are built, like the uplink's
+
+        self.rtu = modbus_rtu
+        for b in buses:
             self.masters[b["id"]] = modbus_rtu.Master(
-                port, b["baud"], b["char_bits"], b["timeout_ms"]
+                (port_factory or self._port)(b), b["baud"], b["char_bits"], b["timeout_ms"]
             )
+        self._uplink_init(o, m)
+
+    def _port(self, bus):
+        if bus.get("uart") is not None:
+            return self.rtu.UartPort(bus["uart"], bus["baud"], None, 1, bus["tx"], bus["rx"],
+                                     bus["de"])  # fmt: skip
+        return self.rtu.PtyPort(bus["device"], bus["baud"])
+
+    def _build(self, cfg):
+        series_ms = cfg["series_s"] * 1000
         for d in cfg["devices"]:
             bus = next(b for b in cfg["buses"] if b["id"] == d["bus"])
             prof = cfg["profiles"][d["profile"]]
             dev = Device(d, bus, prof)
             self.devices.append(dev)
-            pts = prof["points"]
-            by_class = {
-                "status": d["status_ms"] or prof["poll"]["status_ms"],
-                "telemetry": d["telemetry_ms"] or prof["poll"]["telemetry_ms"],
-            }
-            built = [
-                Pt(p, prof, bus["id"], dev.unit, by_class[p["class"]], series_ms, self.warnings)
-                for p in pts
-            ]
+            poll = prof["poll"]
+            status_ms = d["status_ms"] or poll["status_ms"]
+            telemetry_ms = d["telemetry_ms"] or poll["telemetry_ms"]
+            built = []
+            for p in prof["points"]:
+                period = status_ms if p["class"] == "status" else telemetry_ms
+                built.append(Pt(p, prof, bus["id"], dev.unit, period, series_ms, self.warnings))
+                gc.collect()  # a detector's build leaves garbage: keep the peak down
             dev.pts = built
             for block in prof["reads"]:
-                prio = STATUS_PRIO if block["class"] == "status" else TELEMETRY_PRIO
+                status = block["class"] == "status"
                 r = Read(
-                    dev, block, prio, by_class[block["class"]], [built[i] for i in block["points"]]
+                    dev,
+                    block,
+                    STATUS_PRIO if status else TELEMETRY_PRIO,
+                    status_ms if status else telemetry_ms,
+                    [built[i] for i in block["points"]],
                 )
                 self.reads.append(r)
-        for w in self.warnings:
-            log("warning:", w)
-        _forget("emberlink.firmware.config")  # the detector builder: 20 KB of heap, used once
-        _forget("emberlink.firmware.board.conf")
-        m = cfg["mqtt"]
+
+    def _uplink_init(self, o, m):
+        from ...protocol import topics
+        from .client import Client
+        from .mqtt import MQTTError
+        from .outbox import Outbox
+
+        self.link_errors = (OSError, MQTTError)  # what ends a link (and is survived)
+
+        try:
+            import os
+
+            os.mkdir(self.data_dir)
+        except OSError:
+            pass  # exists
+        self.outbox = Outbox(self.data_dir + "/outbox", o["max_telemetry"], o["seg_records"])
+        self.batch_max = o["batch_max_events"]
+        self.host = m["host"]
+        self.mqtt_port = m["port"]
+        self.backoff_min = m["backoff_min_ms"]
+        self.backoff_max = m["backoff_max_ms"]
         self.mac_key = m["mac_key"]
-        death = Batch(self.gw, self.outbox.boot, 0, self.clock.now_ms(),
-                      [Event(codes.DEATH, 0, 0, code=102)])  # fmt: skip
+        self.t_ev = topics.topic(self.gw, "ev")
+        self.t_state = topics.topic(self.gw, "state")
+        self.t_res = topics.topic(self.gw, "res")
+        self.t_cmd = topics.topic(self.gw, "cmd")
+        _forget("emberlink.protocol.topics")  # four strings were all the board needed
+        death = Event(codes.DEATH, 0, 0, code=102)
         self.client = Client(
             m["host"],
             m["port"],
             m["client_id"],
             m["keepalive_s"],
-            topics.topic(self.gw, "state"),
-            wire.seal(death, self.mac_key),
+            self.t_state,
+            self.seal_one(0, self.clock.now_ms(), death),
             m["username"],
             m["password"],
             m["retry_ms"],
@@ -134,12 +194,9 @@ class App:
             self._on_message,
             self._on_puback,
         )
-        self.t_ev = topics.topic(self.gw, "ev")
-        self.t_state = topics.topic(self.gw, "state")
-        self.t_res = topics.topic(self.gw, "res")
         self.pending = {}  # pid -> (lane, boot, first, last)
         self.next_connect = ticks_ms()
-        self.backoff = m["backoff_min_ms"]
+        self.backoff = self.backoff_min
         self.events = 0
         self.published = 0
         self.progress = 0
@@ -148,6 +205,21 @@ class App:
         self.last_gc = ticks_ms()
         self.last_hb = ticks_ms()
         self.caps = CAP_RTU | CAP_SERIES | (CAP_MAC if self.mac_key else 0)
+
+    def seal(self, payload):
+        """What goes on the wire for batch bytes: bare, or in a COSE_Mac0 with the key."""
+        if self.mac_key is None:
+            return payload
+        from ...protocol import mac  # only a board with a key loads it
+
+        return mac.wrap(payload, self.mac_key)
+
+    def seal_one(self, seq, t, ev):
+        """The sealed batch of one event at ``t`` (birth, death)."""
+        from . import enc
+        from .outbox import event_body
+
+        return self.seal(enc.one(self.gw, self.outbox.boot, seq, t, event_body(ev)))
 
     # --- events in ---------------------------------------------------------------------------
     def emit(self, ev, t_ticks):
@@ -172,7 +244,7 @@ class App:
     def poll(self, r, now):
         """One read transaction and what follows from it."""
         dev = r.dev
-        m = self.masters[dev.bus["id"]]
+        m = self.masters[dev.bus]
         rc = m.read(dev.unit, r.fc, r.address, r.count)
         t = ticks_ms()
         r.due = ticks_add(now, r.period)
@@ -185,8 +257,7 @@ class App:
         if dev.down:
             dev.down = False
             log(dev.name, "answers again")
-            self.emit(Event(codes.COMMS, 0, dev.src, state=codes.NORMAL,
-                            part=dev.prof["part"] or None), t)  # fmt: skip
+            self.emit(Event(codes.COMMS, 0, dev.src, state=codes.NORMAL, part=dev.part), t)
             for x in self.reads:
                 if x.dev is dev:
                     x.due = t
@@ -206,8 +277,7 @@ class App:
         return 0
 
     def _devfault(self, dev, state):
-        return Event(codes.FAULT, 0, dev.src, state=state, code=57,
-                     sys=dev.prof["sys"] or None, part=dev.prof["part"] or None)  # fmt: skip
+        return Event(codes.FAULT, 0, dev.src, state=state, code=57, sys=dev.sys, part=dev.part)
 
     def _failed(self, dev, r, rc, t):
         dev.polls_failed += 1
@@ -216,13 +286,13 @@ class App:
             dev.backoff = min(dev.backoff * 2, BACKOFF_MAX_MS)
             r.due = ticks_add(t, dev.backoff)
             return
-        if dev.fails >= dev.bus["down_after"]:
+        if dev.fails >= dev.down_after:
             dev.down = True
             dev.backoff = r.period
-            code = modbus_rtu.CONDITION[rc]
-            log(dev.name, "down after", dev.fails, "failures:", modbus_rtu.ERROR_NAMES[rc])
-            self.emit(Event(codes.COMMS, 0, dev.src, state=codes.ACTIVE, code=code,
-                            part=dev.prof["part"] or None), t)  # fmt: skip
+            code = self.rtu.CONDITION[rc]
+            log(dev.name, "down after", dev.fails, "failures:", self.rtu.ERROR_NAMES[rc])
+            ev = Event(codes.COMMS, 0, dev.src, state=codes.ACTIVE, code=code, part=dev.part)
+            self.emit(ev, t)
             for p in dev.pts:
                 p.stale()
 
@@ -235,40 +305,40 @@ class App:
             self.progress += 1
 
     def _on_message(self, topic, payload):
+        if topic != self.t_cmd:
+            return  # the board subscribes to its own command topic only
+        from ...protocol import cbor, messages
+        from ...protocol.errors import ProtocolError
+
         try:
-            leaf = topics.parse(topic)[1]
-            if leaf != "cmd":
-                return
             cmd = messages.command_from_map(cbor.loads(payload))
-        except (ProtocolError, ValueError) as e:
+        except ProtocolError as e:
             log("refused message on", topic, ":", e)
             return
         if cmd.gw != self.gw:
             return
         args = cmd.args or {}
-        res, note = messages.RES_OK, None
-        if cmd.op == messages.OP_REBIRTH:
+        res, note = RES_OK, None
+        if cmd.op == OP_REBIRTH:
             self.birth()
             self.heartbeat()
-        elif cmd.op == messages.OP_TIME_SYNC:
+        elif cmd.op == OP_TIME_SYNC:
             if not isinstance(args.get(0), int) or args[0] <= 0:
-                res, note = messages.RES_BAD_ARGS, "args {0: UTC ms} required"
+                res, note = RES_BAD_ARGS, "args {0: UTC ms} required"
             else:
                 self.clock.sync(args[0])
         else:
-            res, note = messages.RES_UNKNOWN_OP, "op " + str(cmd.op) + " not supported"
+            res, note = RES_UNKNOWN_OP, "op " + str(cmd.op) + " not supported"
         self.client.publish(
             self.t_res, messages.encode(messages.Result(self.gw, cmd.id, res, note))
         )
 
     def birth(self):
-        info = {0: VERSION, 1: PLATFORM, 2: self.caps, 3: self.cfg["heartbeat_s"],
-                4: self.cfg["serial"]}  # fmt: skip
+        info = {0: VERSION, 1: PLATFORM, 2: self.caps, 3: self.heartbeat_s, 4: self.serial}
         ev = Event(codes.BIRTH, 0, 0, info=info)
         t = self.clock.now_ms()
         seq = self.outbox.append(ev, t, not self.clock.synced)
-        b = Batch(self.gw, self.outbox.boot, seq, t, [ev])
-        self.client.publish(self.t_state, wire.seal(b, self.mac_key), retain=True)
+        self.client.publish(self.t_state, self.seal_one(seq, t, ev), retain=True)
 
     def _drop_link(self, why):
         log("uplink:", why)
@@ -278,7 +348,7 @@ class App:
         self.pending = {}
         self.outbox.requeue()
         self.next_connect = ticks_add(ticks_ms(), self.backoff)
-        self.backoff = min(self.backoff * 2, self.cfg["mqtt"]["backoff_max_ms"])
+        self.backoff = min(self.backoff * 2, self.backoff_max)
 
     def uplink(self, wait_ms):
         c = self.client
@@ -291,18 +361,18 @@ class App:
             try:
                 c.inflight = {}  # the outbox sends its records again itself
                 c.connect(5000)
-                c.subscribe(topics.topic(self.gw, "cmd"))
+                c.subscribe(self.t_cmd)
                 self.birth()
-            except (OSError, mqtt.MQTTError) as e:
+            except self.link_errors as e:
                 self._drop_link("connect: " + str(e))
                 return
-            log("connected to", self.cfg["mqtt"]["host"], self.cfg["mqtt"]["port"])
-            self.backoff = self.cfg["mqtt"]["backoff_min_ms"]
+            log("connected to", self.host, self.mqtt_port)
+            self.backoff = self.backoff_min
         try:
             self._send()
             c.poll(wait_ms)
             self._send()
-        except (OSError, mqtt.MQTTError) as e:
+        except self.link_errors as e:
             self._drop_link(str(e))
 
     def _send(self):
@@ -316,7 +386,7 @@ class App:
                 p = self.outbox.next_batch(BULK_LANE, self.gw, self.batch_max)
             if p is None:
                 return
-            pid = c.publish(self.t_ev, wire.seal(p[4], self.mac_key))
+            pid = c.publish(self.t_ev, self.seal(p[4]))
             self.pending[pid] = (p[0], p[1], p[2], p[3])
 
     # --- housekeeping ------------------------------------------------------------------------
@@ -326,7 +396,7 @@ class App:
         ok = sum(1 for d in self.devices if not d.down)
         h = {0: up, 1: gc.mem_free(), 2: sum(d.polls_ok for d in self.devices),
              3: sum(d.polls_failed for d in self.devices), 4: self.outbox.depth(),
-             6: ok, 7: len(self.devices) - ok, 10: self.cfg["heartbeat_s"]}  # fmt: skip
+             6: ok, 7: len(self.devices) - ok, 10: self.heartbeat_s}  # fmt: skip
         self.emit(Event(codes.HEALTH, 0, 0, health=h), t)
         for d in self.devices:
             hm = {2: d.polls_ok, 3: d.polls_failed, 7: 1 if d.down else 0}
@@ -352,7 +422,9 @@ class App:
         }
 
     def write_status(self):
-        path = self.cfg["data_dir"] + "/status.json"
+        import json
+
+        path = self.data_dir + "/status.json"
         try:
             with open(path + ".tmp", "w") as f:
                 json.dump(self.status(), f)
@@ -369,7 +441,7 @@ class App:
         if ticks_diff(now, self.last_gc) >= GC_EVERY_MS:
             self.last_gc = now
             gc.collect()
-        if ticks_diff(now, self.last_hb) >= self.cfg["heartbeat_s"] * 1000:
+        if ticks_diff(now, self.last_hb) >= self.heartbeat_s * 1000:
             self.last_hb = now
             self.heartbeat()
         if self.progress or not self.reads:
@@ -431,23 +503,27 @@ def _forget(name):
             pass
 
 
-def _port(bus):
-    if bus.get("uart") is not None:
-        return modbus_rtu.UartPort(bus["uart"], bus["baud"], None, 1, bus["tx"], bus["rx"],
-                                   bus["de"])  # fmt: skip
-    return modbus_rtu.PtyPort(bus["device"], bus["baud"])
-
-
-def main(path="/config.json", duration_ms=None):
-    """The board's entry: load the configuration and run; a bad configuration is reported."""
+def load_config(path):
+    """The checked configuration, or None (reported). conf.py is only referenced from this
+    frame, so once App has dropped it from sys.modules nothing keeps it."""
     from . import conf
 
     try:
         cfg = conf.load(path)
     except conf.ConfigError as e:
         log("configuration refused:", e)
+        return None
+    _forget("emberlink.firmware.board.conf")
+    return cfg
+
+
+def main(path="/config.json", duration_ms=None):
+    """The board's entry: load the configuration and run; a bad configuration is reported."""
+    cfg = load_config(path)
+    if cfg is None:
         return 2
     app = App(cfg)
+    cfg = None  # the rest of it: App has kept what it needs
     log("gateway", app.gw, "boot", app.outbox.boot, "devices", len(app.devices))
     app.run(duration_ms)
     return 0

@@ -31,10 +31,10 @@ ARCHES = ("armv6m", "xtensawin")
 ALL_ARCHES = (*ARCHES, "x64")  # x64: the unix port on this host (memory figures)
 # what the board imports: (package dir in the repository, package path on the board)
 BOARD_MODULES = {
-    "protocol": ["__init__", "errors", "codes", "cbor", "messages", "mac", "wire", "topics"],
+    "protocol": ["__init__", "errors", "codes", "cbor", "messages", "mac", "topics"],
     "firmware": sorted(p.stem for p in (ROOT / "firmware").glob("*.py") if p.stem != "golden"),
-    "firmware/board": ["__init__", "compat", "mqtt", "client", "modbus_rtu", "outbox", "points",
-                       "hw", "conf", "app"],
+    "firmware/board": ["__init__", "compat", "enc", "mqtt", "client", "modbus_rtu", "outbox",
+                       "points", "hw", "conf", "app"],
 }  # fmt: skip
 KEEP_POINT = (
     "id", "name", "address", "type", "words", "table", "byte_order", "word_order", "scale",

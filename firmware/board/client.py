@@ -53,7 +53,7 @@ class Client:
         self.poller = None
         self.parser = mqtt.Parser()
         self.subs = {}  # topic -> QoS, renewed on connect
-        self.inflight = {}  # pid -> [packet without DUP, sent ticks, packet with DUP]
+        self.inflight = {}  # pid -> [packet (bytearray; DUP set once sent again), sent ticks]
         self.pid = 0
         self.last_tx = 0
         self.ping_at = None  # ticks of an unanswered PINGREQ
@@ -135,7 +135,8 @@ class Client:
         for pid in sorted(self.inflight):  # §4.4: unacknowledged publishes again, with DUP
             ent = self.inflight[pid]
             ent[1] = ticks_ms()
-            self._send(ent[2])
+            ent[0][0] |= 0x08
+            self._send(ent[0])
             self.retransmits += 1
 
     def _read(self, timeout_ms):
@@ -184,10 +185,8 @@ class Client:
             self._send(mqtt.publish(topic, payload, 0, retain))
             return None
         pid = self._next_pid()
-        pkt = mqtt.publish(topic, payload, 1, retain, pid)
-        dup = bytearray(pkt)
-        dup[0] |= 0x08
-        self.inflight[pid] = [pkt, ticks_ms(), bytes(dup)]
+        pkt = mqtt.publish(topic, payload, 1, retain, pid)  # a bytearray: DUP is set in place
+        self.inflight[pid] = [pkt, ticks_ms()]
         if self.sock is not None:
             self._send(pkt)
         return pid
@@ -229,7 +228,8 @@ class Client:
             ent = self.inflight[pid]
             if ticks_diff(now, ent[1]) >= self.retry_ms:
                 ent[1] = now
-                self._send(ent[2])
+                ent[0][0] |= 0x08
+                self._send(ent[0])
                 self.retransmits += 1
 
     def disconnect(self):

@@ -124,23 +124,42 @@ def connect(
 
 
 def publish(topic, payload, qos=0, retain=False, pid=0, dup=False):
-    """PUBLISH (§3.3). QoS 1 needs a packet identifier; ``dup`` marks a retransmission."""
+    """PUBLISH (§3.3). QoS 1 needs a packet identifier; ``dup`` marks a retransmission.
+
+    Returns a bytearray built in one allocation (a batch is the largest thing the board
+    sends); the client sets the DUP bit in place when it sends the packet again."""
     if qos not in (0, 1):
         raise ValueError("QoS must be 0 or 1")
     if isinstance(topic, str):
         topic = topic.encode()
     if not topic or b"+" in topic or b"#" in topic:
         raise ValueError("a publish topic is not empty and has no wildcard")
+    if len(topic) > 0xFFFF:
+        raise MQTTError(TOO_LARGE, "string over 65535 bytes")
     first = (PUBLISH << 4) | (qos << 1) | (1 if retain else 0)
-    var = _str(topic)
     if qos:
         _check_pid(pid)
         if dup:
             first |= 0x08
-        var += bytes((pid >> 8, pid & 0xFF))
     elif dup:
         raise ValueError("DUP is only for QoS > 0 (§3.3.1.1)")
-    return _packet(first, var + bytes(payload))
+    n = 2 + len(topic) + (2 if qos else 0) + len(payload)
+    rl = _length(n)
+    out = bytearray(1 + len(rl) + n)
+    out[0] = first
+    at = 1 + len(rl)
+    out[1:at] = rl
+    out[at] = len(topic) >> 8
+    out[at + 1] = len(topic) & 0xFF
+    at += 2
+    out[at : at + len(topic)] = topic
+    at += len(topic)
+    if qos:
+        out[at] = pid >> 8
+        out[at + 1] = pid & 0xFF
+        at += 2
+    out[at:] = payload
+    return out
 
 
 def puback(pid):

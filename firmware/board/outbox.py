@@ -32,7 +32,8 @@ from array import array
 from binascii import crc32
 
 from ...protocol import cbor, codes
-from ...protocol.messages import Batch, Event, event_from_map
+from ...protocol.messages import Event
+from . import enc
 
 try:
     from micropython import const
@@ -57,6 +58,8 @@ HDR = const(7)  # magic, len, crc32
 FIXED = const(18)  # boot, seq, t_ms, kind, flags
 MAX_BODY = const(4096)
 EVICT_FRACTION = const(10)
+BF_REPLAYED = const(1)  # codes.BF_REPLAYED
+BF_CLOCK_UNSYNCED = const(2)  # codes.BF_CLOCK_UNSYNCED
 
 
 class OutboxError(Exception):
@@ -69,6 +72,13 @@ def class_of(kind):
     if kind in codes.EVICTABLE_KINDS:
         return CLS_TELEMETRY
     return CLS_OTHER
+
+
+def event_body(ev):
+    """An event as stored: its wire map without ``dt`` (relative to a batch's t0), as CBOR."""
+    m = ev.to_map()
+    del m[1]
+    return cbor.dumps(m)
 
 
 def _join(d, name):
@@ -243,9 +253,7 @@ class Outbox:
 
     # --- appending ---------------------------------------------------------------------------
     def _record(self, boot, seq, ev, t_ms, unsynced):
-        m = ev.to_map()
-        del m[1]  # dt is relative to a batch's t0: set when the batch is built
-        body = cbor.dumps(m)
+        body = event_body(ev)
         if len(body) > MAX_BODY:
             raise OutboxError("event of " + str(len(body)) + " bytes over " + str(MAX_BODY))
         payload = struct.pack("<IIQBB", boot, seq, t_ms, ev.kind, 1 if unsynced else 0) + body
@@ -330,8 +338,9 @@ class Outbox:
             self.dropped += last - first + 1
 
     # --- delivery ----------------------------------------------------------------------------
-    def next_batch(self, lane, gw, max_events=64, ackd=None):
-        """The next queued run of ``lane`` as ``(lane, boot, first, last, Batch)``, or None."""
+    def next_batch(self, lane, gw, max_events=64):
+        """The next queued run of ``lane`` as ``(lane, boot, first, last, batch bytes)``, or
+        None; the bytes are ``messages.encode_batch`` of that run (enc.py)."""
         for s in self.segs:
             for i in range(s.n):
                 st = s.state[i]
@@ -345,42 +354,36 @@ class Outbox:
                     and (s.cls[j + 1] == CLS_PRIORITY) == (lane == ALARM_LANE)
                 ):
                     j += 1
-                return self._batch(s, i, j, lane, gw, ackd)
+                return self._batch(s, i, j, lane, gw)
         return None
 
-    def _batch(self, s, i, j, lane, gw, ackd):
-        recs = []
+    def _batch(self, s, i, j, lane, gw):
+        # Two passes over the records: t0 and the flags first (the fixed part of each), then
+        # each stored event spliced into the batch bytes with its dt (enc.py): nothing decoded.
         replayed = s.boot != self.boot
+        t0 = -1
+        unsynced = False
         with open(_join(self.dir, s.name), "rb") as f:
             for k in range(i, j + 1):
-                f.seek(s.offs[k])
-                hdr = f.read(HDR)
-                payload = f.read(hdr[1] | (hdr[2] << 8))
-                recs.append(payload)
+                f.seek(s.offs[k] + HDR)
+                fx = f.read(FIXED)
+                t = struct.unpack_from("<Q", fx, 8)[0]
+                if t0 < 0 or t < t0:
+                    t0 = t
+                if fx[17] & 1:
+                    unsynced = True
                 if s.state[k] & SENT:
                     replayed = True
                 s.state[k] = IN_FLIGHT | SENT
-        t0 = None
-        unsynced = False
-        for p in recs:
-            t = struct.unpack("<Q", p[8:16])[0]
-            if t0 is None or t < t0:
-                t0 = t
-            if p[17] & 1:
-                unsynced = True
-        events = []
-        for p in recs:
-            m = cbor.loads(p[FIXED:])
-            m[1] = struct.unpack("<Q", p[8:16])[0] - t0
-            events.append(event_from_map(m))
-        flags = 0
-        if unsynced:
-            flags |= codes.BF_CLOCK_UNSYNCED
-        if replayed:
-            flags |= codes.BF_REPLAYED
-        first = s.first + i
-        last = s.first + j
-        return (lane, s.boot, first, last, Batch(gw, s.boot, first, t0, events, ackd, flags))
+            flags = (BF_CLOCK_UNSYNCED if unsynced else 0) | (BF_REPLAYED if replayed else 0)
+            first = s.first + i
+            buf = enc.batch(gw, s.boot, first, t0, j + 1 - i, flags)
+            for k in range(i, j + 1):
+                f.seek(s.offs[k])
+                hdr = f.read(HDR)
+                p = f.read(hdr[1] | (hdr[2] << 8))
+                enc.event(buf, p, struct.unpack_from("<Q", p, 8)[0] - t0, FIXED)
+        return (lane, s.boot, first, s.first + j, enc.end(buf, flags))
 
     def _mark(self, boot, first, last, evicted=False):
         rec = struct.pack("<III", boot, first, last)

@@ -80,10 +80,13 @@ class Pt:
         self.break_value = p.get("break_value")
         self.open_below = p.get("open_below")
         self.short_above = p.get("short_above")
-        self.bits = p.get("bits") or []
+        # (bit, kind, code) and value -> (kind, code): not the configuration's dicts, which
+        # the application lets go once the points are built
+        self.bits = tuple((b["bit"], b["kind"], b["code"]) for b in p.get("bits") or ())
         self.values = {}
         for v in p.get("values") or []:
-            self.values[v["value"]] = v
+            if v["kind"] is not None:
+                self.values[v["value"]] = (v["kind"], v["code"])
         self.last = -1  # last status word / enum value; -1: nothing seen
         self.fault = 0  # active sensor-fault condition code
         self.det = None
@@ -147,14 +150,13 @@ class Pt:
             if w == prev:
                 return
             self.last = w
-            for b in self.bits:
-                bit = b["bit"]
+            for bit, kind, code in self.bits:
                 on = (w >> bit) & 1
                 if prev < 0:
                     if on:
-                        self._cond(emit, b["kind"], b["code"], True, t)
+                        self._cond(emit, kind, code, True, t)
                 elif on != (prev >> bit) & 1:
-                    self._cond(emit, b["kind"], b["code"], bool(on), t)
+                    self._cond(emit, kind, code, bool(on), t)
             return
         if typ == T_ENUM:
             v = self.raw(regs, base)
@@ -164,10 +166,10 @@ class Pt:
             self.last = v
             old = self.values.get(prev)
             new = self.values.get(v)
-            if old is not None and old["kind"] is not None:
-                self._cond(emit, old["kind"], old["code"], False, t)
-            if new is not None and new["kind"] is not None:
-                self._cond(emit, new["kind"], new["code"], True, t)
+            if old is not None:
+                self._cond(emit, old[0], old[1], False, t)
+            if new is not None:
+                self._cond(emit, new[0], new[1], True, t)
             return
         raw = self.raw(regs, base)
         fault = 0

@@ -5,11 +5,12 @@ import gc
 import sys
 
 import micropython
-from emberlink.firmware.board import app, conf
+from emberlink.firmware.board import app
 from emberlink.firmware.board.compat import ticks_ms
 
-cfg = conf.load(sys.argv[1])
+cfg = app.load_config(sys.argv[1])  # as main() does: conf.py is let go before the build
 a = app.App(cfg)
+cfg = None
 gc.collect()
 print("heap", gc.mem_alloc(), gc.mem_free(), sum(len(d.pts) for d in a.devices))
 for _ in range(3):  # warm-up: first readings raise their events, detectors fill

@@ -10,7 +10,7 @@ import time
 import pytest
 from emberlink.firmware.board import outbox as obx
 from emberlink.protocol import codes
-from emberlink.protocol.messages import Event
+from emberlink.protocol.messages import Batch, Event, decode_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +25,12 @@ def series(i: int = 1) -> Event:
     return Event(codes.MEASUREMENT, 0, 0x01030001, period=1000, samples=[i, i + 1])
 
 
+def batch_of(p: tuple) -> Batch:  # type: ignore[type-arg]
+    """The Batch of a next_batch() answer: its bytes decode strictly (canonical CBOR)."""
+    assert isinstance(p[4], bytes)
+    return decode_batch(p[4])
+
+
 def drain(ob: obx.Outbox, gw: int = 9) -> list:  # type: ignore[type-arg]
     """Every batch until empty, alarms first, each acknowledged."""
     out = []
@@ -32,7 +38,7 @@ def drain(ob: obx.Outbox, gw: int = 9) -> list:  # type: ignore[type-arg]
         p = ob.next_batch(obx.ALARM_LANE, gw) or ob.next_batch(obx.BULK_LANE, gw)
         if p is None:
             return out
-        out.append(p[4])
+        out.append(batch_of(p))
         ob.ack(p[1], p[2], p[3])
 
 
@@ -43,8 +49,9 @@ def test_alarms_go_first_and_batches_are_contiguous_runs(tmp_path) -> None:  # t
         ob.append(alarm(i) if k == "a" else series(i), 1000 + i)
     first = ob.next_batch(obx.ALARM_LANE, 9)
     assert first is not None and first[2:4] == (3, 3)
-    assert first[4].events[0].kind == codes.FIRE_ALARM and first[4].t0 == 1002
-    batches = [first[4]]
+    b = batch_of(first)
+    assert b.events[0].kind == codes.FIRE_ALARM and b.t0 == 1002
+    batches = [b]
     ob.ack(*first[1:4])
     batches += drain(ob)
     seqs = sorted(b.seq0 + i for b in batches for i in range(len(b.events)))
@@ -150,7 +157,7 @@ def test_no_history_loses_an_alarm_or_leaves_a_hole(tmp_path_factory, ops, cap, 
                 pending.append(p)
         elif op == "ack" and pending:
             p = pending.pop(min(arg, len(pending) - 1))
-            take(p[4])
+            take(batch_of(p))
             ob.ack(p[1], p[2], p[3])
         elif op == "requeue":
             ob.requeue()
