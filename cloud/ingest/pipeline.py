@@ -93,20 +93,28 @@ class GatewayCache:
         self._ttl_s = ttl_s
         self._cache: dict[int, tuple[float, GatewayInfo | None]] = {}
 
-    def get(self, gw: int) -> GatewayInfo | None:
+    def get(self, gw: int, session: Session | None = None) -> GatewayInfo | None:
+        """``session``: read through the caller's open transaction. Inside a write transaction
+        this is required on SQLite, where every transaction takes the write lock (BEGIN
+        IMMEDIATE): a second connection would wait for our own lock until busy_timeout."""
         hit = self._cache.get(gw)
         t = time.monotonic()
         if hit is not None and t - hit[0] < self._ttl_s:
             return hit[1]
-        with self._sessions() as s:
-            row = s.get(models.Gateway, gw)
-            info = (
-                None
-                if row is None
-                else GatewayInfo(row.id, row.mac_key, row.heartbeat_s, row.offline_after_misses)
-            )
+        if session is not None:
+            info = self._lookup(session, gw)
+        else:
+            with self._sessions() as s:
+                info = self._lookup(s, gw)
         self._cache[gw] = (t, info)
         return info
+
+    @staticmethod
+    def _lookup(session: Session, gw: int) -> GatewayInfo | None:
+        row = session.get(models.Gateway, gw)
+        if row is None:
+            return None
+        return GatewayInfo(row.id, row.mac_key, row.heartbeat_s, row.offline_after_misses)
 
     def forget(self) -> None:
         self._cache.clear()
@@ -367,7 +375,7 @@ class Ingestor:
         store.apply_alarm_events(session=session, rows=new_rows)
         health = store.gateway_health_rows(session=session, gateway_ids=list(seen), now_ms=now)
         for gw in sorted(seen):
-            info = self.gateways.get(gw)
+            info = self.gateways.get(gw, session)  # a stale entry is read in this transaction
             store.update_gateway_health(
                 session=session,
                 row=health[gw],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from emberlink.cloud import models
@@ -52,6 +53,20 @@ def test_batch_is_stored_and_acked_after_commit(sessions: sessionmaker[Session],
     assert ev.t_ms == 1_700_000_000_000 + 1
     assert ev.data["samples"] == [10, 11, 12]
     assert ev.data["period"] == 1000
+
+
+def test_flush_with_a_stale_registry_entry_does_not_wait_for_its_own_lock(
+    sessions: sessionmaker[Session], gw7: int
+) -> None:
+    # The registry entry expires between accept and flush (TTL 0 here, 10 s in service): the
+    # flush reads it again inside its own transaction. On SQLite (BEGIN IMMEDIATE) a second
+    # connection used to wait for that transaction's write lock: 30 s, then "locked".
+    ing = Ingestor(sessions, registry_ttl_s=0)
+    assert ing.accept(EV, wire.seal(batch(7, 1, 3))) is None
+    started = time.monotonic()
+    res = ing.flush()
+    assert time.monotonic() - started < 5
+    assert (res.stored, res.acks) == (3, [messages.Ack(7, 1, 3)])
 
 
 def test_duplicate_batch_is_stored_once_and_acked_again(
