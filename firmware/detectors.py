@@ -5,8 +5,11 @@
 Every detector has ``step(t, dt, x, out)`` (the per-sample path: integers only, allocates
 nothing unless a condition changes state), ``conditions`` (its ``lifecycle.Condition``s) and
 ``restart()`` (forget timers after an operator reset, so a cause still present is detected
-afresh). Thresholds are given in the sample's fixed-point units; ``config.py`` documents them
-and names the standard each default comes from.
+afresh). A detector with ``quiet = True`` also has ``quiet_below()`` -- samples below it
+change nothing now, None while it is busy -- and its ``step`` returns that bound as it stands
+after the sample (one call a sample for the point's quiet paths instead of two); any other
+detector's ``step`` returns None. Thresholds are given in the sample's fixed-point units;
+``config.py`` documents them and names the standard each default comes from.
 
 Times: ``t`` is monotonic ms; only differences modulo 2**30 are used (``elapsed``), so a board
 can pass ``time.ticks_ms()`` directly and nothing becomes a long int.
@@ -116,6 +119,7 @@ class Threshold:
                 self.pre_timing = False
                 if p.cause and x < self.pre_clear:
                     p.apply(CLEAR, t, x, out)
+        return self.quiet_below()
 
 
 class ResidualCurrent(Threshold):
@@ -157,7 +161,7 @@ class ResidualCurrent(Threshold):
         self.b0 = 0
         self.started = False
 
-    def step(self, t, dt, x, out):
+    def step(self, t, dt, x, out):  # (returns None: never quiet)
         Threshold.step(self, t, dt, x, out)
         if not self.started:
             self.started = True
@@ -487,6 +491,7 @@ class Overcurrent:
             self.inv.rate = 0
 
     def step(self, t, dt, x, out):
+        busy = False  # the inverse stage operates after this sample (quiet_below: None)
         inv = self.inv
         if inv is not None:
             r = inv.rate
@@ -494,46 +499,49 @@ class Overcurrent:
             if r >= 0 and x > pickup:
                 # InverseTime.step for an operating stage (the busy case), inlined: integrate
                 # dt at the held rate, then take x's rate (idmt.py holds the commented original;
-                # literals: ONE = 0x20000000, M_SHIFT = 11, M_STEP_SHIFT = 8, TICKS_MASK)
-                tripped = False
+                # literals: ONE = 0x20000000, M_SHIFT = 11, M_STEP_SHIFT = 8, TICKS_MASK). Above
+                # the pickup nothing drops out, so only a trip can change the condition.
                 if r:
                     acc = inv.acc
-                    if (
-                        (r * dt >= 0x20000000 - acc)
+                    if (  # no trip: r * dt < ONE - acc (idmt.rate_reaches, negated)
+                        (r * dt < 0x20000000 - acc)
                         if dt < 32
-                        else (dt >= (0x20000000 - acc + r - 1) // r)
+                        else (dt < (0x20000000 - acc + r - 1) // r)
                     ):
-                        inv.acc = 0
-                        tripped = True
-                    else:
                         inv.acc = acc + r * dt
+                    else:
+                        inv.acc = 0
+                        c = self.inv_c
+                        if c is None or not c.cause:
+                            self._cond("inv_c", 6).apply(RAISE, t, x, out)
                 q = inv.qmax if x >= pickup * 20 else (x << 11) // pickup  # xmax: M_MAX = 20
                 tab = inv.table
                 k = q >> 8
                 r = tab[k]
-                inv.rate = r + (((tab[k + 1] - r) * (q & 0xFF)) >> 8)
+                r += ((tab[k + 1] - r) * (q & 0xFF)) >> 8
+                inv.rate = r
+                busy = r > 0
             else:
                 tripped = inv.step(dt, x)
-            c = self.inv_c
-            if c is not None and c.cause:  # (the condition is made when it first raises)
-                if not tripped and x <= (inv._drop or pickup * 95 // 100):  # inv.dropout
-                    c.apply(CLEAR, t, x, out)
-            elif tripped:
-                self._cond("inv_c", 6).apply(RAISE, t, x, out)
+                c = self.inv_c
+                if c is not None and c.cause:  # (the condition is made when it first raises)
+                    if not tripped and x <= (inv._drop or pickup * 95 // 100):  # inv.dropout
+                        c.apply(CLEAR, t, x, out)
+                elif tripped:
+                    self._cond("inv_c", 6).apply(RAISE, t, x, out)
         st = self.point.st
         p = st[7]  # DTP_
         if p:
+            c = self.dt_c
             if x > p:
-                if not st[36]:  # DTON_ (literals: CPython loads a global for each name)
-                    st[36] = 1
-                    st[35] = t & 0x3FFFFFFF  # DTT0_ (only differences mod 2**30 are used)
-                if (t - st[35]) & 0x3FFFFFFF >= st[38]:  # DTDELAY_
-                    c = self.dt_c
-                    if c is None or not c.cause:
+                if c is None or not c.cause:  # (raised: only the dropout matters)
+                    if not st[36]:  # DTON_ (literals: CPython loads a global for each name)
+                        st[36] = 1
+                        st[35] = t & 0x3FFFFFFF  # DTT0_ (only differences mod 2**30 are used)
+                    if (t - st[35]) & 0x3FFFFFFF >= st[38]:  # DTDELAY_
                         self._cond("dt_c", 7).apply(RAISE, t, x, out)
             elif x <= st[37]:  # DTDROP_
                 st[36] = 0
-                c = self.dt_c
                 if c is not None and c.cause:
                     c.apply(CLEAR, t, x, out)
         p = self.inst_pickup
@@ -545,6 +553,9 @@ class Overcurrent:
                     self._cond("inst_c", 8).apply(RAISE, t, x, out)
             elif on and x <= self.inst_drop:
                 c.apply(CLEAR, t, x, out)
+        if busy:
+            return None  # quiet_below's first test, for the case that dominates while busy
+        return self.quiet_below()
 
 
 class ThermalOverload:

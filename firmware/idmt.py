@@ -118,11 +118,19 @@ def build_rate_table(curve, tms):
     return tab
 
 
-def _build_rate_table(curve, tms):
-    from array import array
+def _table(n):
+    # array('i') on MicroPython (4 bytes an entry); a list on CPython, where reading an array
+    # item makes a new int object and a list read is a specialised, allocation-free subscript
+    if _MICROPYTHON:
+        from array import array
 
+        return array("i", bytes(4 * n))
+    return [0] * n
+
+
+def _build_rate_table(curve, tms):
     n = (M_MAX << 3) + 1
-    tab = array("i", bytes(4 * (n + 1)))
+    tab = _table(n + 1)
     for j in range(8, n):
         m = j / 8.0
         if m <= 1.0:
@@ -139,9 +147,7 @@ def _build_rate_table(curve, tms):
 
 def build_reset_table(curve, tms):
     """IEEE disk-emulation reset rates ONE / tr(M) per ms for M = 0 .. 1 in steps of 1/8."""
-    from array import array
-
-    tab = array("i", bytes(4 * 10))
+    tab = _table(10)
     for j in range(9):
         m = j / 8.0
         if m >= 1.0:

@@ -25,6 +25,7 @@ from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import (
     _MICROPYTHON,
     BAD_,
+    CLEAN_,
     CMAX_,
     COMMSON_,
     EXP_,
@@ -56,6 +57,7 @@ from .ring import (
     UNIT_,
     VAR_,
     VIPER_,
+    W_,
     XQ_,
     Ring,
     _ints,
@@ -87,8 +89,8 @@ class Point:
     buf = None
     track_min = False
     mv = mi = Ring.mv
-    clear = Ring.clear
     push = Ring.push
+    _push_deques = Ring._push_deques
     max = Ring.max
     min = Ring.min
     full = Ring.full
@@ -109,6 +111,7 @@ class Point:
     nfv = 0  # len(fault_values)
     detectors = ()  # type: tuple  # add() makes a new tuple
     rq = None  # type: tuple | None  # (buf, qv, qi, window, variance) of a ring with no min queue
+    dq = None  # type: tuple | None  # CPython's: (buf, qv deque, window - 1, variance); ring.py
     # Supervision conditions are made when they first raise (a transition may allocate: it
     # makes an Event anyway); until then the class's None stands in and costs no slot.
     low_c = None  # type: Condition | None  # below lo (out_of_range or open_circuit)
@@ -194,8 +197,16 @@ class Point:
             st[VIPER_] = 1
         elif r is not None and not r.track_min:
             # the ring's storage for the inlined push (one load instead of five); viper points
-            # (fastpath.py) do without it
-            self.rq = (r.buf, r.qv, r.qi, r.window, r.variance)
+            # (fastpath.py) do without it. CPython's ring keeps its queue in a deque (ring.py)
+            if r.qi is None:
+                self.dq = (r.buf, r.qv, r.window - 1, r.variance)
+            else:
+                self.rq = (r.buf, r.qv, r.qi, r.window, r.variance)
+
+    def clear(self):
+        """Forget every sample (Ring.clear); the fast paths wait for the window to fill again."""
+        Ring.clear(self)  # type: ignore[arg-type]
+        self.st[CLEAN_] = 0
 
     @property
     def ring(self):
@@ -266,40 +277,38 @@ class Point:
     # folds the const()s anyway). ring.py names the words; test_ring checks the numbers.
     def pyfeed(self, t, x, out):
         """One sample ``x`` (an int in the point's units) at monotonic ``t`` ms."""
+        st = self.st
         if self.lo <= x < self.xq:
             # Quiet sample: every detector is idle and x is below anything that could make one
-            # act (``xq``, refreshed after each full pass), so only the ring, the stuck-run
-            # counter and the times move -- exactly what the full pass would do.
-            st = self.st
+            # act (``xq``, refreshed after each full pass), so only the stuck-run counter, the
+            # times and the ring move -- exactly what the full pass would do.
             if st[14]:
+                # the stuck run: x leaves it when it is more than the tolerance (most often 0)
+                # from the run's first sample
                 d = x - st[8]
-                tol = st[12]
-                if -tol <= d <= tol:
-                    if st[9] >= st[13] and not st[15]:
-                        self._full(t, x, out)
+                if d and (not st[12] or d > st[12] or d < -st[12]):
+                    if st[15]:
+                        self._full(t, x, out)  # the stuck_sensor cause goes away
                         return
-                    st[9] += 1
-                elif st[15]:
-                    self._full(t, x, out)
-                    return
-                else:
                     st[8] = x
                     st[9] = 1
-            t &= 0x3FFFFFFF
-            st[18] = t
-            st[19] = t
-            rq = self.rq
-            if rq is None:
+                elif st[9] >= st[13] and not st[15]:
+                    self._full(t, x, out)  # the run reaches the window: stuck_sensor
+                    return
+                else:
+                    st[9] += 1
+            st[18] = st[19] = t & 0x3FFFFFFF
+            if not st[39]:  # CLEAN_ (off: no window, or it is not full yet)
                 if self.buf is not None:
                     self.push(x)
+                    if st[1] == st[17]:  # it has just filled: let the inlined push take over
+                        self._refresh_quiet()
                 return
             # Ring.push for the case that dominates (window full, no min queue), inlined
-            buf, qv, qi, w, var = rq
-            if st[1] != w:
-                self.push(x)  # type: ignore[misc]
-                return
+            buf, qv, qi, w, var = self.rq  # type: ignore[misc]
             i = st[0]
             old = buf[i]
+            buf[i] = x
             st[2] += x - old
             if var:
                 st[3] += x * x - old * old
@@ -310,7 +319,6 @@ class Point:
                 h = 0 if h == w1 else h + 1
                 st[4] = h
                 c -= 1
-            buf[i] = x
             k = h + c - 1
             if k >= w:
                 k -= w
@@ -324,49 +332,36 @@ class Point:
             st[0] = i + 1 if i < w1 else 0
             return
         # Busy: a detector is timing or integrating, or x is above the quiet bound. When the
-        # supervision, the ring and the stuck run change no condition, they are done here and
-        # the detectors run (the end of _full, without its call and generic branches); any
-        # other sample goes to the full pass first thing, before any state moves.
-        st = self.st
-        rq = self.rq
-        c = self.comms_c
-        if (
-            rq is None
-            or x > self.hi
-            or x < self.lo
-            or self.nfv
-            or st[24]
-            or not st[22]
-            or st[1] != rq[3]
-            or (c is not None and c.cause)
-        ):
+        # supervision, the ring and the stuck run change no condition (st[CLEAN_], the range
+        # and the run below), they are done here and the detectors run (the end of _full,
+        # without its call and generic branches); any other sample goes to the full pass
+        # first thing, before any state moves.
+        if not st[39] or x > self.hi or x < self.lo:
             self._full(t, x, out)
             return
-        if st[14]:
+        if st[14]:  # the stuck run, as above
             d = x - st[8]
-            tol = st[12]
-            if -tol <= d <= tol:
-                if st[9] >= st[13] and not st[15]:
+            if d and (not st[12] or d > st[12] or d < -st[12]):
+                if st[15]:
                     self._full(t, x, out)
                     return
-                st[9] += 1
-            elif st[15]:
+                st[8] = x
+                st[9] = 1
+            elif st[9] >= st[13] and not st[15]:
                 self._full(t, x, out)
                 return
             else:
-                st[8] = x
-                st[9] = 1
+                st[9] += 1
         tm = t & 0x3FFFFFFF
-        st[18] = tm
-        st[23] = 1
-        dt = (t - st[19]) & 0x3FFFFFFF
+        dt = (tm - st[19]) & 0x3FFFFFFF
         if dt > st[21]:
             dt = st[21]
-        st[19] = tm
-        # Ring.push, full window and no min queue, inlined
-        buf, qv, qi, w, var = rq
+        st[18] = st[19] = tm
+        # Ring.push, full window and no min queue, inlined (as above)
+        buf, qv, qi, w, var = self.rq  # type: ignore[misc]
         i = st[0]
         old = buf[i]
+        buf[i] = x
         st[2] += x - old
         if var:
             st[3] += x * x - old * old
@@ -377,7 +372,6 @@ class Point:
             h = 0 if h == w1 else h + 1
             st[4] = h
             c -= 1
-        buf[i] = x
         k = h + c - 1
         if k >= w:
             k -= w
@@ -389,22 +383,109 @@ class Point:
         qi[k] = i
         st[5] = c + 1
         st[0] = i + 1 if i < w1 else 0
-        dets = self.detectors
-        for d in dets:
-            d.step(t, dt, x, out)
-        xq = self.lo
-        if st[27]:
-            xq = self.hi + 1
-            for d in dets:
-                q = d.quiet_below()
-                if q is None:
-                    xq = self.lo
-                    break
-                if q < xq:
-                    xq = q
+        # each detector's step returns its quiet bound (None: busy); xq is the lowest
+        lo = self.lo
+        xq = self.hi + 1 if st[27] else lo
+        for d in self.detectors:
+            q = d.step(t, dt, x, out)
+            if q is None:
+                xq = lo
+            elif q < xq:
+                xq = q
         self.xq = xq
 
-    feed = pyfeed  # MicroPython: fastpath.feed (viper), which calls pyfeed or _full
+    def cfeed(self, t, x, out):
+        """``feed`` on CPython: pyfeed's two paths over CPython's ring layout (ring.py).
+
+        The same steps in the same order as pyfeed; only the ring update differs: the max
+        queue is a deque of values, so the push is a few C calls instead of index arithmetic.
+        """
+        st = self.st
+        if self.lo <= x < self.xq:
+            # Quiet sample (see pyfeed)
+            if st[14]:
+                d = x - st[8]
+                if d and (not st[12] or d > st[12] or d < -st[12]):
+                    if st[15]:
+                        self._full(t, x, out)
+                        return
+                    st[8] = x
+                    st[9] = 1
+                elif st[9] >= st[13] and not st[15]:
+                    self._full(t, x, out)
+                    return
+                else:
+                    st[9] += 1
+            st[18] = st[19] = t & 0x3FFFFFFF
+            if not st[39]:  # CLEAN_ (off: no window, or it is not full yet)
+                if self.buf is not None:
+                    self.push(x)
+                    if st[1] == st[17]:
+                        self._refresh_quiet()
+                return
+            # Ring._push_deques, full window and no min queue, inlined
+            buf, q, w1, var = self.dq  # type: ignore[misc]
+            i = st[0]
+            old = buf[i]
+            buf[i] = x
+            st[0] = i + 1 if i < w1 else 0
+            st[2] += x - old
+            if var:
+                st[3] += x * x - old * old
+            if q[0] == old:
+                q.popleft()
+            while q and q[-1] < x:
+                q.pop()
+            q.append(x)
+            return
+        # Busy (see pyfeed)
+        if not st[39] or x > self.hi or x < self.lo:
+            self._full(t, x, out)
+            return
+        if st[14]:
+            d = x - st[8]
+            if d and (not st[12] or d > st[12] or d < -st[12]):
+                if st[15]:
+                    self._full(t, x, out)
+                    return
+                st[8] = x
+                st[9] = 1
+            elif st[9] >= st[13] and not st[15]:
+                self._full(t, x, out)
+                return
+            else:
+                st[9] += 1
+        tm = t & 0x3FFFFFFF
+        dt = (tm - st[19]) & 0x3FFFFFFF
+        if dt > st[21]:
+            dt = st[21]
+        st[18] = st[19] = tm
+        buf, q, w1, var = self.dq  # type: ignore[misc]
+        i = st[0]
+        old = buf[i]
+        buf[i] = x
+        st[0] = i + 1 if i < w1 else 0
+        st[2] += x - old
+        if var:
+            st[3] += x * x - old * old
+        if q[0] == old:
+            q.popleft()
+        while q and q[-1] < x:
+            q.pop()
+        q.append(x)
+        lo = self.lo
+        xq = self.hi + 1 if st[27] else lo
+        for d in self.detectors:
+            b = d.step(t, dt, x, out)
+            if b is None:
+                xq = lo
+            elif b < xq:
+                xq = b
+        self.xq = xq
+
+    # CPython: cfeed. MicroPython: fastpath.feed (viper; below), which calls pyfeed for the
+    # points it does not serve, or pyfeed where viper is missing
+    feed = pyfeed if _MICROPYTHON else cfeed
 
     def _full(self, t, x, out):
         """The full pass: supervision, ring, stuck sensor, every detector; then the quiet bound."""
@@ -481,43 +562,38 @@ class Point:
                 if st[15]:
                     self.stuck_c.apply(CLEAR, t, x, out)  # type: ignore[union-attr]
                     st[15] = 0
-        dets = self.detectors
-        for d in dets:
-            d.step(t, dt, x, out)
-        # _refresh_quiet, inlined: comms_c and bad are clear here and has_prev is set
-        xq = self.lo
-        if st[27] and not self.nfv:
-            xq = self.hi + 1
-            for d in dets:
-                q = d.quiet_below()
-                if q is None:
-                    xq = self.lo
-                    break
-                if q < xq:
-                    xq = q
+        # _refresh_quiet, inlined (comms_c and bad are clear here and has_prev is set): each
+        # detector's step returns its quiet bound (None: busy); xq is the lowest
+        lo = self.lo
+        nfv = self.nfv
+        xq = self.hi + 1 if st[27] and not nfv else lo
+        for d in self.detectors:
+            q = d.step(t, dt, x, out)
+            if q is None:
+                xq = lo
+            elif q < xq:
+                xq = q
         self.xq = xq
         if st[20]:
             st[11] = xq if xq < 0x3FFFFFFF else 0x3FFFFFFF
+        st[39] = 1 if self.buf is not None and st[1] == st[17] and not nfv else 0  # CLEAN_
 
     def _detect(self, t, dt, x, out):
         # the end of _full, for fastpath.feed's busy path (viper points: supervision, ring and
         # stuck run done in machine code, nothing to raise or clear there). The quiet bound of
         # a viper point is st[XQ_] (exact: its range is compact); self.xq is not stored here,
         # as a store to a point costs a class lookup on MicroPython (its properties)
-        dets = self.detectors
-        for d in dets:
-            d.step(t, dt, x, out)
-        xq = self.lo
-        if self.st[27]:  # (no fault values: the fast path leaves those points to _full)
-            xq = self.hi + 1
-            for d in dets:
-                q = d.quiet_below()
-                if q is None:
-                    xq = self.lo
-                    break
-                if q < xq:
-                    xq = q
-        self.st[11] = xq if xq < 0x3FFFFFFF else 0x3FFFFFFF
+        st = self.st
+        lo = self.lo
+        # (no fault values: the fast path leaves those points to _full)
+        xq = self.hi + 1 if st[27] else lo
+        for d in self.detectors:
+            q = d.step(t, dt, x, out)  # its quiet bound (None: busy)
+            if q is None:
+                xq = lo
+            elif q < xq:
+                xq = q
+        st[11] = xq if xq < 0x3FFFFFFF else 0x3FFFFFFF
 
     def _refresh_quiet(self):
         # xq = lo disables the quiet path (no x satisfies lo <= x < lo)
@@ -525,7 +601,9 @@ class Point:
         st = self.st
         c = self.comms_c
         comms = c is not None and c.cause
-        if st[QOK_] and st[HASPREV_] and not (comms or st[BAD_] or self.nfv):
+        ok = st[HASPREV_] and not (comms or st[BAD_] or self.nfv)
+        st[CLEAN_] = 1 if ok and self.buf is not None and st[N_] == st[W_] else 0
+        if ok and st[QOK_]:
             b = self._quiet_bound()
             if b is not None:
                 xq = b
@@ -535,6 +613,7 @@ class Point:
 
     def _quiet_off(self):
         self.xq = self.lo
+        self.st[CLEAN_] = 0
         if self.st[VIPER_]:
             self.st[XQ_] = self.lo
 
@@ -547,13 +626,13 @@ class Point:
         """
         n = len(xs) if end < 0 else end
         j = start
-        # a sample that is not quiet: the viper feed's busy path on viper points, else _full
-        # (two direct calls: a bound method kept in a local would allocate)
+        # a sample that is not quiet: feed's busy path on viper points and on CPython, else
+        # _full (two direct calls: a bound method kept in a local would allocate)
         st = self.st
-        viper = st[VIPER_]
+        viper = st[VIPER_] or not _MICROPYTHON
         while j < n:
             # something can be quiet (xq <= lo: a detector is busy); viper points: st[XQ_]
-            if (st[XQ_] if viper else self.xq) > self.lo:
+            if (st[XQ_] if st[VIPER_] else self.xq) > self.lo:
                 j = self._quiet_run(ts, xs, j, n)
                 if j >= n:
                     break
@@ -626,13 +705,17 @@ class Point:
                 j += 1
                 if r is None:
                     continue
-                # Ring.push, inlined (ring.py holds the commented original)
+                # Ring.push, inlined (ring.py holds the commented original), for either layout:
+                # qi None is CPython's (the max queue a deque of values)
                 if rn == w:
                     old = buf[i]
                     s += x - old
                     if var:
                         s2 += x * x - old * old
-                    if qi[h] == i:
+                    if qi is None:
+                        if qv[0] == old:
+                            qv.popleft()
+                    elif qi[h] == i:
                         h = 0 if h == w - 1 else h + 1
                         c -= 1
                 else:
@@ -641,16 +724,21 @@ class Point:
                     if var:
                         s2 += x * x
                 buf[i] = x
-                t = h + c - 1
-                if t >= w:
-                    t -= w
-                while c and qv[t] <= x:
-                    c -= 1
-                    t = w - 1 if t == 0 else t - 1
-                t = 0 if t == w - 1 else t + 1
-                qv[t] = x
-                qi[t] = i
-                c += 1
+                if qi is None:
+                    while qv and qv[-1] < x:
+                        qv.pop()
+                    qv.append(x)
+                else:
+                    t = h + c - 1
+                    if t >= w:
+                        t -= w
+                    while c and qv[t] <= x:
+                        c -= 1
+                        t = w - 1 if t == 0 else t - 1
+                    t = 0 if t == w - 1 else t + 1
+                    qv[t] = x
+                    qi[t] = i
+                    c += 1
                 i = 0 if i == w - 1 else i + 1
             if r is not None:
                 st[I_] = i

@@ -9,9 +9,19 @@ allocation:
 * ``s``  -- the running integer sum of the window (mean = s / n);
 * ``s2`` -- the running sum of squares (only when ``variance=True``): variance is
   ``(n*s2 - s*s) / n**2``, computed when reporting, never per sample;
-* a monotonic queue (values, and ring positions for expiry) for the rolling maximum and one
-  for the minimum: the maximum is ``qv[head]``; pushing pops the tail entries it dominates,
-  so each sample enters and leaves a queue once (amortised O(1)).
+* a monotonic queue for the rolling maximum and one for the minimum: the maximum is the
+  queue's head; pushing pops the tail entries it dominates, so each sample enters and leaves a
+  queue once (amortised O(1)).
+
+Two layouts of the queues, one per interpreter (chosen when the ring is built):
+
+* MicroPython: preallocated arrays used as circular queues (values ``qv``, and ring positions
+  ``qi`` for expiry; head and count are state words), which the viper fast paths
+  (fastpath.py) read as raw memory and which never allocate;
+* CPython: ``collections.deque`` of values only (``qi`` is None). The queue keeps equal values
+  (it pops only smaller ones), so the sample leaving the window is the head exactly when it
+  equals the head: expiry needs no positions. ``popleft``/``pop``/``append`` run in C, which
+  on CPython costs fewer bytecodes than the index arithmetic of a circular array.
 
 Integer sums are exact, so they never drift and never need a periodic recompute (a float
 running variance over a constant segment goes negative or spuriously positive; see
@@ -42,6 +52,11 @@ own timestamps (see ``detectors.RateOfRise``).
 
 import sys
 from array import array
+
+try:
+    from collections import deque
+except ImportError:  # pragma: no cover - MicroPython builds without it use the arrays anyway
+    deque = None  # type: ignore[assignment,misc]
 
 try:
     from micropython import const
@@ -102,7 +117,10 @@ DTT0_ = const(35)  # time x first exceeded the pickup, ms mod 2**30
 DTON_ = const(36)  # timing (1/0)
 DTDROP_ = const(37)  # dropout level
 DTDELAY_ = const(38)  # delay, ms
-STATE_WORDS = const(39)
+# Point's busy path may take an in-range sample (1/0): the ring is full (no min queue), a valid
+# sample has come and no supervision condition (value, range, comms) is present or possible
+CLEAN_ = const(39)
+STATE_WORDS = const(40)  # (40 words: the same ten 16-byte blocks on a board as 39)
 NONE_WORD = const(-0x80000000)  # a word standing for None
 
 
@@ -160,8 +178,8 @@ class Ring:
     the min queue (``min()`` then scans the window: reporting only).
 
     Storage: ``array`` on MicroPython (2 bytes a sample when ``limit`` <= 32767, else 4; 1 byte
-    a queue position up to window 256, else 2), plain lists on CPython, where reading an array
-    item allocates an int object and lists are faster.
+    a queue position up to window 256, else 2); on CPython a plain list for the samples (reading
+    an array item allocates an int object) and deques of values for the queues (see above).
     """
 
     track_min = False
@@ -190,12 +208,19 @@ class Ring:
                 + ")"
             )
         self.buf = _ints(window, limit)
-        self.qv = _ints(window, limit)  # max queue: values, decreasing from head to tail
-        self.qi = _positions(window)  # max queue: their ring positions (for expiry)
+        if _MICROPYTHON:
+            self.qv = _ints(window, limit)  # max queue: values, decreasing from head to tail
+            self.qi = _positions(window)  # max queue: their ring positions (for expiry)
+        else:
+            self.qv = deque()  # max queue: values, non-increasing from head to tail
+            self.qi = None  # (the deque layout: no positions)
         if track_min:  # (the class attributes stand in when not: no instance slots spent)
             self.track_min = True
-            self.mv = _ints(window, limit)  # min queue: values, increasing
-            self.mi = _positions(window)
+            if _MICROPYTHON:
+                self.mv = _ints(window, limit)  # min queue: values, increasing
+                self.mi = _positions(window)
+            else:
+                self.mv = deque()  # min queue: values, non-decreasing
         self.st = st = _ints(STATE_WORDS)  # scalar state, one array (see the *_ indices)
         self.clear()
         st[VAR_] = 1 if variance else 0
@@ -223,6 +248,10 @@ class Ring:
         st = self.st
         for k in range(RING_WORDS):
             st[k] = 0
+        if self.buf is not None and self.qi is None:  # the deque layout
+            self.qv.clear()
+            if self.track_min:
+                self.mv.clear()
 
     # Read-only views of the state words (reporting and tests; the hot paths index ``st``).
     @property
@@ -243,6 +272,9 @@ class Ring:
 
     def push(self, x):
         """Add sample ``x`` (an int within ``limit``); the oldest leaves a full window."""
+        if self.qi is None:
+            self._push_deques(x)
+            return
         buf = self.buf
         st = self.st
         i = st[I_]
@@ -296,9 +328,48 @@ class Ring:
             st[CMIN_] = c + 1
         st[I_] = 0 if i == w - 1 else i + 1
 
+    def _push_deques(self, x):
+        # push for the deque layout (CPython); point.Point.cfeed inlines the full-window case
+        buf = self.buf
+        st = self.st
+        i = st[I_]
+        w = st[W_]
+        old = buf[i]
+        full = st[N_] == w
+        if full:
+            st[S_] += x - old
+            if st[VAR_]:
+                st[S2_] += x * x - old * old
+        else:
+            st[N_] += 1
+            st[S_] += x
+            if st[VAR_]:
+                st[S2_] += x * x
+        buf[i] = x
+        st[I_] = 0 if i == w - 1 else i + 1
+        # Rolling max: the leaving sample is the head iff it equals it; drop tail entries < x
+        # (equal ones stay: each stands for its own sample), then append x.
+        q = self.qv
+        if full and q[0] == old:
+            q.popleft()
+        while q and q[-1] < x:
+            q.pop()
+        q.append(x)
+        if self.track_min:
+            q = self.mv
+            if full and q[0] == old:
+                q.popleft()
+            while q and q[-1] > x:
+                q.pop()
+            q.append(x)
+
     def max(self):
         """The largest sample in the window (0 when empty)."""
-        return self.qv[self.st[HMAX_]] if self.st[N_] else 0
+        if not self.st[N_]:
+            return 0
+        if self.qi is None:
+            return self.qv[0]
+        return self.qv[self.st[HMAX_]]
 
     def min(self):
         """The smallest sample in the window (0 when empty)."""
@@ -306,6 +377,8 @@ class Ring:
         if not n:
             return 0
         if self.track_min:
+            if self.qi is None:  # the deque layout
+                return self.mv[0]
             return self.mv[self.st[HMIN_]]
         m = self.buf[0]
         for j in range(1, n):
