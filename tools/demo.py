@@ -127,7 +127,22 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def site_config(work: Path, mqtt_port: int, tcp_port: int) -> str:
+def rtu_bus(work: Path, rtu_tcp_port: int | None) -> str:
+    """Bus 1: the 9600-baud RTU pty pair, or, without ``socat`` on this machine, the same three
+    devices served over Modbus TCP on ``rtu_tcp_port`` (the gateway and profiles are the same;
+    only the link differs)."""
+    if rtu_tcp_port is None:
+        return f"""type = "rtu"
+device = "{work / "bus1"}"
+baud = 9600
+stopbits = 2
+turnaround_ms = 50"""
+    return f"""type = "tcp"
+host = "127.0.0.1"
+port = {rtu_tcp_port}"""
+
+
+def site_config(work: Path, mqtt_port: int, tcp_port: int, rtu_tcp_port: int | None = None) -> str:
     return f"""
 [gateway]
 id = {GATEWAY_ID}
@@ -143,11 +158,7 @@ cloud_ack = true
 
 [[bus]]
 id = 1
-type = "rtu"
-device = "{work / "bus1"}"
-baud = 9600
-stopbits = 2
-turnaround_ms = 50
+{rtu_bus(work, rtu_tcp_port)}
 
 [[bus]]
 id = 2
@@ -290,8 +301,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         banner = f"broker: the one already on 127.0.0.1:1883 ({why})"
 
+    rtu_tcp_port = None
+    if args.no_rtu or not shutil.which("socat"):
+        rtu_tcp_port = free_port()
+        why_tcp = "--no-rtu" if args.no_rtu else "socat not found; apt-get install socat for it"
+        banner += (
+            f"\nbus 1: Modbus TCP on 127.0.0.1:{rtu_tcp_port} instead of the RTU pty ({why_tcp})"
+        )
     site = work / "site.toml"
-    site.write_text(site_config(work, mqtt_port, tcp_port))
+    site.write_text(site_config(work, mqtt_port, tcp_port, rtu_tcp_port))
     scenario = Path(args.scenario).read_text() if args.scenario else SCENARIO
     (work / "scenario.toml").write_text(scenario)
     env = dict(os.environ)
@@ -364,7 +382,10 @@ def run(args: argparse.Namespace) -> int:
         )
         wait_until(
             "the simulated site",
-            lambda: Path(str(work / "bus1")).exists() and port_open(tcp_port),
+            lambda: (
+                port_open(tcp_port)
+                and (port_open(rtu_tcp_port) if rtu_tcp_port else (work / "bus1").exists())
+            ),
             demo,
         )
         demo.start("gateway", [*EMBERLINK, "gateway", "run", "--config", str(site)])
@@ -469,6 +490,11 @@ def main(argv: list[str]) -> int:
         "--scenario",
         help="play this scenario file (the simulator's [[step]] format) instead of the built-in "
         "script",
+    )
+    p.add_argument(
+        "--no-rtu",
+        action="store_true",
+        help="serve the RTU bus's devices over Modbus TCP (the default when socat is missing)",
     )
     args = p.parse_args(argv)
     if args.scenario and not Path(args.scenario).is_file():

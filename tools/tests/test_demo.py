@@ -109,10 +109,14 @@ def test_auto_picks_the_embedded_broker_when_mosquitto_is_not_on_path(tmp_path: 
     assert banner[0].endswith("(mosquitto not found)")
     assert "amqtt broker listening" in (work / "broker.log").read_text()
     assert not (work / "mosquitto.conf").exists()
+    # this PATH has no socat either: bus 1's devices are served over Modbus TCP, and said so
+    assert "instead of the RTU pty (socat not found" in r.stdout, r.stdout
+    assert 'type = "tcp"' in (work / "site.toml").read_text().split("id = 1", 2)[2]
 
 
+@pytest.mark.parametrize("bus1", ["rtu", "tcp"])
 def test_fire_alarm_reaches_the_cloud_database_through_the_embedded_broker(
-    tmp_path: Path,
+    tmp_path: Path, bus1: str
 ) -> None:
     work = tmp_path / "work"
     scenario = tmp_path / "panel-fire.toml"
@@ -129,6 +133,7 @@ def test_fire_alarm_reaches_the_cloud_database_through_the_embedded_broker(
                 str(scenario),
                 "--dir",
                 str(work),
+                *(["--no-rtu"] if bus1 == "tcp" else []),
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -153,11 +158,12 @@ def test_fire_alarm_reaches_the_cloud_database_through_the_embedded_broker(
     assert alarms[0][2] == (1 << 24) | (1 << 16) | 1
     assert "broker: embedded amqtt on 127.0.0.1:" in out
     assert "(--broker embedded)" in out
+    assert ("bus 1: Modbus TCP on 127.0.0.1:" in out) == (bus1 == "tcp"), out
     assert shown in out
     # the only broker was amqtt, and ingest used the plain filter (amqtt has no $share/)
     assert not (work / "mosquitto.conf").exists()
     ingest = (work / "cloud-ingest.log").read_text()
-    assert "subscribed to el/v1/+/ev and el/v1/+/state" in ingest
+    assert "subscribed to el/v1/+/ev" in ingest and "$share" not in ingest, ingest
     # Ctrl-C ended every child, the broker last
     assert "amqtt broker stopped" in (work / "broker.log").read_text()
     assert "gateway stopped" in (work / "gateway.log").read_text()
