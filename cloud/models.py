@@ -43,6 +43,7 @@ UNIT_KINDS = ("key_unit", "micro_station")
 SITE_KINDS = ("site", "building")
 ROLES = ("admin", "operator", "installer", "contractor", "auditor")
 HEALTH_STATUSES = ("unknown", "online", "degraded", "offline")
+COMMAND_STATUSES = ("pending", "sent", "send_failed", "answered")
 ALARM_STATUSES = ("active", "acknowledged", "cleared")
 
 
@@ -96,6 +97,9 @@ class Gateway(Base):
     heartbeat_s: Mapped[int | None] = mapped_column(Integer)
     offline_after_misses: Mapped[int | None] = mapped_column(Integer)
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # When the ingest last sent this gateway an automatic time sync: the workers claim the next
+    # one with a conditional UPDATE on this column, so at most one is sent per interval.
+    time_sync_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class GatewayHealth(Base):
@@ -505,3 +509,24 @@ class ProvisionAudit(Base):
     claim_token_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(20))  # ok | refused
     reason: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Command(Base):
+    """A command to a gateway (``el/v1/<gw>/cmd``) and, once it answers on ``.../res``, its
+    result. The row id is the command id on the wire (unique per gateway, as the contract
+    asks). ``args`` keeps the API's names (``{"seq": 5}``); the wire keys follow from the op."""
+
+    __tablename__ = "commands"
+    __table_args__ = (CheckConstraint(_in("status", COMMAND_STATUSES), name="status"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), index=True)
+    op: Mapped[int] = mapped_column(Integer)  # messages.OP_*
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    who: Mapped[str] = mapped_column(String(200))  # a user name, or "cloud" (automatic)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    sent_ms: Mapped[int | None] = mapped_column(BigInteger)  # the broker acknowledged it
+    error: Mapped[str | None] = mapped_column(String(300))  # why it could not be sent
+    result: Mapped[str | None] = mapped_column(String(20))  # messages.RESULT_NAMES
+    note: Mapped[str | None] = mapped_column(String(100))
+    result_ms: Mapped[int | None] = mapped_column(BigInteger)  # when the result arrived

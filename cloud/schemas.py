@@ -201,6 +201,94 @@ class HealthHistoryPublic(BaseModel):
     next_cursor: str | None
 
 
+# ---- commands to gateways --------------------------------------------------------------------
+
+U32 = 0xFFFFFFFF
+CommandOp = Literal["rebirth", "test_mode", "time_sync", "reset", "resend"]
+CommandStatus = Literal["pending", "sent", "send_failed", "answered"]
+# A point or device source: (bus << 24) | (modbus unit << 16) | point; 0 = the whole gateway.
+Src = Annotated[int, Field(ge=0, le=U32)]
+
+
+class NoArgs(_In):
+    pass
+
+
+class TestModeArgs(_In):
+    state: Literal["on", "off"]
+    # The gateway leaves test mode by itself after this long (absent: until "off").
+    duration_s: int | None = Field(default=None, ge=1, le=86_400)
+    src: Src | None = None  # absent or 0: the whole gateway; else a device's or point's src
+
+
+class TimeSyncArgs(_In):
+    # UTC ms to set; absent: the cloud's clock when it sends the command.
+    utc_ms: int | None = Field(default=None, ge=1, le=253_402_300_799_999)
+
+
+class ResetArgs(_In):
+    src: Src | None = None  # absent or 0: every latched alarm of the gateway
+
+
+class ResendArgs(_In):
+    seq: int = Field(ge=1, le=U32)  # queue the gateway's stored records from this seq again
+    boot: int | None = Field(default=None, ge=0, le=U32)  # absent: the gateway's current boot
+
+
+class RebirthCommand(_In):
+    op: Literal["rebirth"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class TestModeCommand(_In):
+    op: Literal["test_mode"]
+    args: TestModeArgs
+
+
+class TimeSyncCommand(_In):
+    op: Literal["time_sync"]
+    args: TimeSyncArgs = Field(default_factory=TimeSyncArgs)
+
+
+class ResetCommand(_In):
+    op: Literal["reset"]
+    args: ResetArgs = Field(default_factory=ResetArgs)
+
+
+class ResendCommand(_In):
+    op: Literal["resend"]
+    args: ResendArgs
+
+
+# A command to send, told apart by ``op``; its args are checked per op.
+CommandCreate = Annotated[
+    RebirthCommand | TestModeCommand | TimeSyncCommand | ResetCommand | ResendCommand,
+    Field(discriminator="op"),
+]
+
+
+# A command as recorded, with the gateway's result once it answered
+class CommandPublic(_Out):
+    id: int
+    gateway_id: int
+    op: str
+    args: dict[str, int | str]
+    who: str
+    created_ms: int
+    status: CommandStatus
+    sent_ms: int | None
+    error: str | None
+    result: str | None  # ok | unknown_op | bad_args | failed
+    note: str | None
+    result_ms: int | None
+
+
+# A page of commands, newest first
+class CommandsPublic(BaseModel):
+    data: list[CommandPublic]
+    next_cursor: str | None
+
+
 # Fleet overview
 class FleetOverview(BaseModel):
     gateways: int

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     # An event older than this when received is late even without the replayed flag.
     late_after_s: int = Field(default=120, ge=1)
 
+    # Commands to gateways. A batch flagged clock-unsynced (a gateway without NTP, e.g. a host
+    # without timesyncd, or a board with no RTC) makes the ingest send that gateway a time
+    # sync with the cloud's UTC ms, at most once per gateway per this interval across all
+    # workers: a gateway still draining an older unsynced backlog is not synced per batch.
+    time_sync_interval_s: int = Field(default=30, ge=1, le=86_400)
+    # The API's publish of an operator command (connect + PUBACK) gives up after this long and
+    # answers 503, the command marked send_failed: a request never hangs on a dead broker.
+    command_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
     # Creates the first admin when the user table is empty (the CLI create-admin is the other way).
     bootstrap_admin_token: str | None = None
 

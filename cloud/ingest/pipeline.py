@@ -83,6 +83,8 @@ class FlushResult:
     duplicates: int = 0
     quarantined: int = 0
     acks: list[messages.Ack] = field(default_factory=list)
+    # Gateways that sent newly stored events flagged clock-unsynced: the worker syncs them.
+    unsynced: list[int] = field(default_factory=list)
 
 
 class GatewayCache:
@@ -312,6 +314,7 @@ class Ingestor:
             total.duplicates += res.duplicates
             total.quarantined += res.quarantined
             total.acks += res.acks
+            total.unsynced += [g for g in res.unsynced if g not in total.unsynced]
         best: dict[tuple[int, int], int] = {}
         for ack in total.acks:
             best[ack.gw, ack.boot] = max(best.get((ack.gw, ack.boot), 0), ack.hwm)
@@ -371,6 +374,9 @@ class Ingestor:
         out.stored = len(new_keys)
         out.duplicates = offered - len(new_keys)
         new_rows = [rows[k] for k in sorted(new_keys)]
+        out.unsynced = sorted(
+            {r["gateway_id"] for r in new_rows if r["batch_flags"] & codes.BF_CLOCK_UNSYNCED}
+        )
         store.apply_device_reports(session=session, rows=new_rows, now_ms=now, policy=self.policy)
         store.apply_alarm_events(session=session, rows=new_rows)
         health = store.gateway_health_rows(session=session, gateway_ids=list(seen), now_ms=now)

@@ -6,6 +6,12 @@ buffers decoded batches and flushes them in one transaction when ``flush_events`
 or ``flush_ms`` has passed, in a thread so that the MQTT link keeps being served.
 The ack (the contiguous high-water mark) is published only after the commit.
 
+Commands: the worker also subscribes to ``el/v1/+/res`` (shared the same way) and stores each
+gateway's Result into its command row. A flush that stored events flagged clock-unsynced sends
+that gateway a time sync (``OP_TIME_SYNC`` with our UTC ms, QoS 1), at most once per
+``time_sync_interval_s``: a per-worker memory skips the database within the interval, and
+``commands.claim_time_sync`` (a conditional UPDATE) makes one worker of several the sender.
+
 paho acknowledges a QoS 1 delivery when it arrives, before our commit; if the worker dies in
 between, the events are not lost: the gateway keeps them in its outbox until our application
 ack and sends them again (dedup makes the second copy harmless).
@@ -21,8 +27,10 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 from emberlink.protocol import messages, topics
+from emberlink.protocol.errors import ProtocolError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import commands, models
 from ..core.config import Settings
 from ..health import HealthPolicy
 from .pipeline import FlushResult, Ingestor, now_ms
@@ -44,6 +52,9 @@ class WorkerStats:
     acks: int = 0
     flushes: int = 0
     transitions: int = 0
+    time_syncs: int = 0  # automatic time syncs this worker sent
+    results: int = 0  # command results stored
+    results_ignored: int = 0  # malformed, or for an unknown command
     started: float = field(default_factory=time.monotonic)
 
 
@@ -68,6 +79,7 @@ class IngestWorker:
         self.subscribed = asyncio.Event()
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        self._time_synced: dict[int, float] = {}  # gw -> monotonic time of our last claim
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set (or forever), reconnecting after broker failures."""
@@ -94,10 +106,11 @@ class IngestWorker:
             clean_session=True,  # shared-subscription consumers must not queue while away
         ) as client:
             shared = self.settings.mqtt_shared_subscription
-            filters = [topics.subscription(leaf, shared=shared) for leaf in ("ev", "state")]
+            leaves = (topics.EVENTS, topics.STATE, topics.RESULT)
+            filters = [topics.subscription(leaf, shared=shared) for leaf in leaves]
             await client.subscribe([(f, topics.QOS) for f in filters])
             self.subscribed.set()
-            log.info("%s subscribed to %s", self.client_id, " and ".join(filters))
+            log.info("%s subscribed to %s", self.client_id, ", ".join(filters))
             tasks = [
                 asyncio.create_task(self._consume(client)),
                 asyncio.create_task(self._flusher(client, stop)),
@@ -123,6 +136,9 @@ class IngestWorker:
                 msg.payload if isinstance(msg.payload, bytes) else bytes(str(msg.payload), "utf-8")
             )
             self.stats.messages += 1
+            if msg.topic.value.endswith("/" + topics.RESULT):
+                await self._on_result(msg.topic.value, payload)
+                continue
             try:
                 reason = self.ingestor.accept(msg.topic.value, payload, retained=bool(msg.retain))
             except Exception:
@@ -172,7 +188,79 @@ class IngestWorker:
                     topics.topic(ack.gw, "ack"), messages.encode(ack), qos=topics.QOS
                 )
             self.stats.acks += len(res.acks)
+            for gw in res.unsynced:
+                await self._time_sync(client, gw)
             return res
+
+    async def _time_sync(self, client: aiomqtt.Client, gw: int) -> None:
+        """Send ``gw`` our UTC ms unless it was synced within the interval (by any worker)."""
+        interval_s = self.settings.time_sync_interval_s
+        t = time.monotonic()
+        last = self._time_synced.get(gw)
+        if last is not None and t - last < interval_s:
+            return
+        self._time_synced[gw] = t
+        try:
+            row = await asyncio.to_thread(self._claim_time_sync, gw, interval_s * 1000)
+        except Exception:
+            log.exception("could not record a time sync for gateway %d", gw)
+            return
+        if row is None:
+            return  # another worker sent one within the interval
+        try:
+            await client.publish(
+                topics.topic(gw, topics.COMMAND),
+                messages.encode(commands.message(row)),
+                qos=topics.QOS,
+            )
+        except aiomqtt.MqttError as e:
+            await asyncio.to_thread(self._mark, row.id, str(e) or "publish failed")
+            raise
+        self.stats.time_syncs += 1
+        log.info("gateway %d sends clock-unsynced events: time sync %d sent", gw, row.id)
+        try:
+            await asyncio.to_thread(self._mark, row.id, None)
+        except Exception:
+            log.exception("could not mark time sync %d sent", row.id)
+
+    def _claim_time_sync(self, gw: int, interval_ms: int) -> models.Command | None:
+        with self.sessions() as s, s.begin():
+            return commands.claim_time_sync(
+                session=s, gateway_id=gw, now_ms=now_ms(), interval_ms=interval_ms
+            )
+
+    def _mark(self, command_id: int, error: str | None) -> None:
+        with self.sessions() as s, s.begin():
+            if error is None:
+                commands.mark_sent(session=s, command_id=command_id, now_ms=now_ms())
+            else:
+                commands.mark_send_failed(session=s, command_id=command_id, error=error)
+
+    async def _on_result(self, topic: str, payload: bytes) -> None:
+        """Store a gateway's command Result; anything wrong is logged and skipped."""
+        try:
+            res = commands.decode_result(topic, payload)
+        except (ProtocolError, ValueError) as e:
+            self.stats.results_ignored += 1
+            log.warning("ignored result on %r: %s", topic[:200], e)
+            return
+        try:
+            why = await asyncio.to_thread(self._store_result, res)
+        except Exception:
+            # The database is unreachable, say: the result is lost (the command row stays
+            # "sent"); ingest goes on.
+            self.stats.results_ignored += 1
+            log.exception("could not store result of command %d (gateway %d)", res.id, res.gw)
+            return
+        if why is not None:
+            self.stats.results_ignored += 1
+            log.warning("ignored result on %r: %s", topic[:200], why)
+        else:
+            self.stats.results += 1
+
+    def _store_result(self, res: messages.Result) -> str | None:
+        with self.sessions() as s, s.begin():
+            return commands.store_result(session=s, result=res, now_ms=now_ms())
 
     async def _sweeper(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
