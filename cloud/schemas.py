@@ -210,27 +210,32 @@ CommandStatus = Literal["pending", "sent", "send_failed", "answered"]
 Src = Annotated[int, Field(ge=0, le=U32)]
 
 
-class NoArgs(_In):
+class _Args(_In):
+    # Strict: true is not 1 and "5" is not 5 in a command to a fire system.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NoArgs(_Args):
     pass
 
 
-class TestModeArgs(_In):
+class TestModeArgs(_Args):
     state: Literal["on", "off"]
     # The gateway leaves test mode by itself after this long (absent: until "off").
     duration_s: int | None = Field(default=None, ge=1, le=86_400)
     src: Src | None = None  # absent or 0: the whole gateway; else a device's or point's src
 
 
-class TimeSyncArgs(_In):
+class TimeSyncArgs(_Args):
     # UTC ms to set; absent: the cloud's clock when it sends the command.
     utc_ms: int | None = Field(default=None, ge=1, le=253_402_300_799_999)
 
 
-class ResetArgs(_In):
+class ResetArgs(_Args):
     src: Src | None = None  # absent or 0: every latched alarm of the gateway
 
 
-class ResendArgs(_In):
+class ResendArgs(_Args):
     seq: int = Field(ge=1, le=U32)  # queue the gateway's stored records from this seq again
     boot: int | None = Field(default=None, ge=0, le=U32)  # absent: the gateway's current boot
 

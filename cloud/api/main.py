@@ -2,7 +2,18 @@
 
 from fastapi import APIRouter
 
-from .routes import alarms, claims, events, fleet, gateways, ingest, maintenance, registry, users
+from .routes import (
+    alarms,
+    claims,
+    commands,
+    events,
+    fleet,
+    gateways,
+    ingest,
+    maintenance,
+    registry,
+    users,
+)
 
 api_router = APIRouter()
 for r in (
@@ -15,5 +26,6 @@ for r in (
     ingest.router,
     maintenance.router,
     claims.router,
+    commands.router,
 ):
     api_router.include_router(r)

@@ -30,6 +30,7 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/gateways", None, ALL, 200),
     ("GET", "/gateways/10", None, ALL, 200),
     ("GET", "/gateways/10/health/history", None, ALL, 200),
+    ("GET", "/gateways/10/commands", None, ALL, 200),
     ("POST", "/devices", {"gateway_id": 10, "bus": 2, "unit_addr": 9}, EDIT, 201),
     ("GET", "/devices/{device}", None, ALL, 200),
     ("POST", "/points", {"device_id": "{device}", "point": 1, "name": "loop 1"}, EDIT, 201),
