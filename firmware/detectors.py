@@ -491,7 +491,6 @@ class Overcurrent:
             self.inv.rate = 0
 
     def step(self, t, dt, x, out):
-        busy = False  # the inverse stage operates after this sample (quiet_below: None)
         inv = self.inv
         if inv is not None:
             r = inv.rate
@@ -518,9 +517,7 @@ class Overcurrent:
                 tab = inv.table
                 k = q >> 8
                 r = tab[k]
-                r += ((tab[k + 1] - r) * (q & 0xFF)) >> 8
-                inv.rate = r
-                busy = r > 0
+                inv.rate = r + (((tab[k + 1] - r) * (q & 0xFF)) >> 8)
             else:
                 tripped = inv.step(dt, x)
                 c = self.inv_c
@@ -553,8 +550,8 @@ class Overcurrent:
                     self._cond("inst_c", 8).apply(RAISE, t, x, out)
             elif on and x <= self.inst_drop:
                 c.apply(CLEAR, t, x, out)
-        if busy:
-            return None  # quiet_below's first test, for the case that dominates while busy
+        if inv is not None and inv.rate > 0:
+            return None  # (quiet_below's first test, for the case that dominates while busy)
         return self.quiet_below()
 
 

@@ -64,6 +64,9 @@ from .ring import (
     max_abs_sample,
 )
 
+if not _MICROPYTHON:
+    from . import cpyfeed  # CPython's feed and ring layout (a board never imports it)
+
 try:
     from micropython import const
 except ImportError:
@@ -89,8 +92,8 @@ class Point:
     buf = None
     track_min = False
     mv = mi = Ring.mv
+    clear = Ring.clear
     push = Ring.push
-    _push_deques = Ring._push_deques
     max = Ring.max
     min = Ring.min
     full = Ring.full
@@ -110,8 +113,9 @@ class Point:
     fault_list = ()  # type: tuple
     nfv = 0  # len(fault_values)
     detectors = ()  # type: tuple  # add() makes a new tuple
+    one = None  # CPython: the only detector of a point with one (cfeed calls it directly)
     rq = None  # type: tuple | None  # (buf, qv, qi, window, variance) of a ring with no min queue
-    dq = None  # type: tuple | None  # CPython's: (buf, qv deque, window - 1, variance); ring.py
+    dq = None  # type: tuple | None  # CPython's: (buf, qv deque, next positions, variance)
     # Supervision conditions are made when they first raise (a transition may allocate: it
     # makes an Event anyway); until then the class's None stands in and costs no slot.
     low_c = None  # type: Condition | None  # below lo (out_of_range or open_circuit)
@@ -199,14 +203,9 @@ class Point:
             # the ring's storage for the inlined push (one load instead of five); viper points
             # (fastpath.py) do without it. CPython's ring keeps its queue in a deque (ring.py)
             if r.qi is None:
-                self.dq = (r.buf, r.qv, r.window - 1, r.variance)
+                self.dq = (r.buf, r.qv, cpyfeed.next_positions(r.window), r.variance)
             else:
                 self.rq = (r.buf, r.qv, r.qi, r.window, r.variance)
-
-    def clear(self):
-        """Forget every sample (Ring.clear); the fast paths wait for the window to fill again."""
-        Ring.clear(self)  # type: ignore[arg-type]
-        self.st[CLEAN_] = 0
 
     @property
     def ring(self):
@@ -259,6 +258,8 @@ class Point:
             if not getattr(d, "quiet", False):
                 ok = False
         self.st[QOK_] = 1 if ok else 0
+        if not _MICROPYTHON:  # (an instance slot, which a board would pay for)
+            self.one = detector if len(ds) == 1 else None
         return detector
 
     def conditions(self):
@@ -394,98 +395,9 @@ class Point:
                 xq = q
         self.xq = xq
 
-    def cfeed(self, t, x, out):
-        """``feed`` on CPython: pyfeed's two paths over CPython's ring layout (ring.py).
-
-        The same steps in the same order as pyfeed; only the ring update differs: the max
-        queue is a deque of values, so the push is a few C calls instead of index arithmetic.
-        """
-        st = self.st
-        if self.lo <= x < self.xq:
-            # Quiet sample (see pyfeed)
-            if st[14]:
-                d = x - st[8]
-                if d and (not st[12] or d > st[12] or d < -st[12]):
-                    if st[15]:
-                        self._full(t, x, out)
-                        return
-                    st[8] = x
-                    st[9] = 1
-                elif st[9] >= st[13] and not st[15]:
-                    self._full(t, x, out)
-                    return
-                else:
-                    st[9] += 1
-            st[18] = st[19] = t & 0x3FFFFFFF
-            if not st[39]:  # CLEAN_ (off: no window, or it is not full yet)
-                if self.buf is not None:
-                    self.push(x)
-                    if st[1] == st[17]:
-                        self._refresh_quiet()
-                return
-            # Ring._push_deques, full window and no min queue, inlined
-            buf, q, w1, var = self.dq  # type: ignore[misc]
-            i = st[0]
-            old = buf[i]
-            buf[i] = x
-            st[0] = i + 1 if i < w1 else 0
-            st[2] += x - old
-            if var:
-                st[3] += x * x - old * old
-            if q[0] == old:
-                q.popleft()
-            while q and q[-1] < x:
-                q.pop()
-            q.append(x)
-            return
-        # Busy (see pyfeed)
-        if not st[39] or x > self.hi or x < self.lo:
-            self._full(t, x, out)
-            return
-        if st[14]:
-            d = x - st[8]
-            if d and (not st[12] or d > st[12] or d < -st[12]):
-                if st[15]:
-                    self._full(t, x, out)
-                    return
-                st[8] = x
-                st[9] = 1
-            elif st[9] >= st[13] and not st[15]:
-                self._full(t, x, out)
-                return
-            else:
-                st[9] += 1
-        tm = t & 0x3FFFFFFF
-        dt = (tm - st[19]) & 0x3FFFFFFF
-        if dt > st[21]:
-            dt = st[21]
-        st[18] = st[19] = tm
-        buf, q, w1, var = self.dq  # type: ignore[misc]
-        i = st[0]
-        old = buf[i]
-        buf[i] = x
-        st[0] = i + 1 if i < w1 else 0
-        st[2] += x - old
-        if var:
-            st[3] += x * x - old * old
-        if q[0] == old:
-            q.popleft()
-        while q and q[-1] < x:
-            q.pop()
-        q.append(x)
-        lo = self.lo
-        xq = self.hi + 1 if st[27] else lo
-        for d in self.detectors:
-            b = d.step(t, dt, x, out)
-            if b is None:
-                xq = lo
-            elif b < xq:
-                xq = b
-        self.xq = xq
-
-    # CPython: cfeed. MicroPython: fastpath.feed (viper; below), which calls pyfeed for the
-    # points it does not serve, or pyfeed where viper is missing
-    feed = pyfeed if _MICROPYTHON else cfeed
+    # MicroPython: fastpath.feed (viper; at the end of this module), which calls pyfeed for the
+    # points it does not serve, or pyfeed where viper is missing. CPython: cpyfeed.feed
+    feed = pyfeed
 
     def _full(self, t, x, out):
         """The full pass: supervision, ring, stuck sensor, every detector; then the quiet bound."""
@@ -668,6 +580,8 @@ class Point:
         if self.st[VIPER_] and isinstance(xs, array):
             # st[XQ_] and st[STUCKON_] are current (_refresh_quiet)
             j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st)  # type: ignore[misc,union-attr]
+        elif self.dq is not None:  # CPython's ring layout
+            j = cpyfeed.quiet_run(self, xs, j, n, xq)
         else:
             pst = self.st
             tol = pst[TOL_]
@@ -705,17 +619,13 @@ class Point:
                 j += 1
                 if r is None:
                     continue
-                # Ring.push, inlined (ring.py holds the commented original), for either layout:
-                # qi None is CPython's (the max queue a deque of values)
+                # Ring.push, inlined (ring.py holds the commented original)
                 if rn == w:
                     old = buf[i]
                     s += x - old
                     if var:
                         s2 += x * x - old * old
-                    if qi is None:
-                        if qv[0] == old:
-                            qv.popleft()
-                    elif qi[h] == i:
+                    if qi[h] == i:
                         h = 0 if h == w - 1 else h + 1
                         c -= 1
                 else:
@@ -724,21 +634,16 @@ class Point:
                     if var:
                         s2 += x * x
                 buf[i] = x
-                if qi is None:
-                    while qv and qv[-1] < x:
-                        qv.pop()
-                    qv.append(x)
-                else:
-                    t = h + c - 1
-                    if t >= w:
-                        t -= w
-                    while c and qv[t] <= x:
-                        c -= 1
-                        t = w - 1 if t == 0 else t - 1
-                    t = 0 if t == w - 1 else t + 1
-                    qv[t] = x
-                    qi[t] = i
-                    c += 1
+                t = h + c - 1
+                if t >= w:
+                    t -= w
+                while c and qv[t] <= x:
+                    c -= 1
+                    t = w - 1 if t == 0 else t - 1
+                t = 0 if t == w - 1 else t + 1
+                qv[t] = x
+                qi[t] = i
+                c += 1
                 i = 0 if i == w - 1 else i + 1
             if r is not None:
                 st[I_] = i
@@ -915,6 +820,9 @@ class Point:
             return None
         return [r.min(), r.max(), r.mean_floor(), r.n]
 
+
+if not _MICROPYTHON:
+    Point.feed = cpyfeed.feed  # type: ignore[method-assign]  # CPython's (cpyfeed.py)
 
 if fastpath.feed is not None:
     Point.feed = fastpath.feed  # type: ignore[assignment]

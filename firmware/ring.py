@@ -54,11 +54,6 @@ import sys
 from array import array
 
 try:
-    from collections import deque
-except ImportError:  # pragma: no cover - MicroPython builds without it use the arrays anyway
-    deque = None  # type: ignore[assignment,misc]
-
-try:
     from micropython import const
 except ImportError:
 
@@ -125,6 +120,11 @@ NONE_WORD = const(-0x80000000)  # a word standing for None
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"
+if not _MICROPYTHON:
+    # CPython's ring layout and hot paths (a board never imports them: heap there)
+    from collections import deque
+
+    from . import cpyfeed
 
 
 def _ints(n, limit=SMALL_INT_MAX):
@@ -248,6 +248,7 @@ class Ring:
         st = self.st
         for k in range(RING_WORDS):
             st[k] = 0
+        st[CLEAN_] = 0  # (a Point's busy path waits for the window to fill again)
         if self.buf is not None and self.qi is None:  # the deque layout
             self.qv.clear()
             if self.track_min:
@@ -272,8 +273,8 @@ class Ring:
 
     def push(self, x):
         """Add sample ``x`` (an int within ``limit``); the oldest leaves a full window."""
-        if self.qi is None:
-            self._push_deques(x)
+        if self.qi is None:  # CPython's layout (deques)
+            cpyfeed.ring_push(self, x)
             return
         buf = self.buf
         st = self.st
@@ -327,41 +328,6 @@ class Ring:
             self.mi[t] = i
             st[CMIN_] = c + 1
         st[I_] = 0 if i == w - 1 else i + 1
-
-    def _push_deques(self, x):
-        # push for the deque layout (CPython); point.Point.cfeed inlines the full-window case
-        buf = self.buf
-        st = self.st
-        i = st[I_]
-        w = st[W_]
-        old = buf[i]
-        full = st[N_] == w
-        if full:
-            st[S_] += x - old
-            if st[VAR_]:
-                st[S2_] += x * x - old * old
-        else:
-            st[N_] += 1
-            st[S_] += x
-            if st[VAR_]:
-                st[S2_] += x * x
-        buf[i] = x
-        st[I_] = 0 if i == w - 1 else i + 1
-        # Rolling max: the leaving sample is the head iff it equals it; drop tail entries < x
-        # (equal ones stay: each stands for its own sample), then append x.
-        q = self.qv
-        if full and q[0] == old:
-            q.popleft()
-        while q and q[-1] < x:
-            q.pop()
-        q.append(x)
-        if self.track_min:
-            q = self.mv
-            if full and q[0] == old:
-                q.popleft()
-            while q and q[-1] > x:
-                q.pop()
-            q.append(x)
 
     def max(self):
         """The largest sample in the window (0 when empty)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from emberlink.firmware import ring as ring_mod
 from emberlink.firmware.config import build_detectors
 from emberlink.tools import micropython
 from hypothesis import given, settings
@@ -48,8 +50,24 @@ steps = st.lists(
 )
 
 
+def _build(cfg: dict, board: bool) -> object:
+    if not board:
+        return build_detectors(cfg, 3)
+    # MicroPython's layout (arrays, circular queues) and its bytecode feed, on CPython: what a
+    # board runs for the points the viper paths do not serve (e.g. a negative range)
+    saved = ring_mod._MICROPYTHON
+    ring_mod._MICROPYTHON = True
+    try:
+        p = build_detectors(cfg, 3)
+    finally:
+        ring_mod._MICROPYTHON = saved
+    assert p.buf is None or p.qi is not None
+    p.feed = p.pyfeed  # type: ignore[method-assign]
+    return p
+
+
 def _run(cfg: dict, seq: list[tuple[int, object]], mode: str) -> list[tuple[int, dict]]:
-    p = build_detectors(cfg, 3)
+    p: Any = _build(cfg, mode.startswith("board_"))
     if mode == "full":
         p.quiet_ok = False  # the full pass for every sample
     out: list = []
@@ -59,11 +77,14 @@ def _run(cfg: dict, seq: list[tuple[int, object]], mode: str) -> list[tuple[int,
     last = 500
 
     def flush() -> None:
-        if mode == "block":
+        if mode.endswith("block"):
             p.feed_block(ts, xs, out)
         else:
             for k in range(len(xs)):
-                p.feed(ts[k], xs[k], out)
+                if mode == "full":
+                    p._full(ts[k], xs[k], out)
+                else:
+                    p.feed(ts[k], xs[k], out)
         ts.clear()
         xs.clear()
 
@@ -98,6 +119,19 @@ def test_fast_paths_equal_the_full_pass(i: int, seq: list[tuple[int, object]]) -
     full = _run(CONFIGS[i], seq, "full")
     assert _run(CONFIGS[i], seq, "feed") == full
     assert _run(CONFIGS[i], seq, "block") == full
+    assert _run(CONFIGS[i], seq, "board_feed") == full
+    assert _run(CONFIGS[i], seq, "board_block") == full
+
+
+def test_cpython_runs_cpyfeed_over_deques() -> None:
+    from collections import deque
+
+    from emberlink.firmware import cpyfeed
+    from emberlink.firmware.point import Point
+
+    p = build_detectors(CONFIGS[0], 3)
+    assert Point.feed is cpyfeed.feed
+    assert isinstance(p.qv, deque) and p.qi is None and p.rq is None and p.dq is not None
 
 
 def test_state_word_numbers_agree() -> None:

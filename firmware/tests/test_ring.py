@@ -102,7 +102,7 @@ def test_isqrt(n: int) -> None:
 
 
 def test_the_word_numbers_point_writes_as_literals() -> None:
-    """point.py's hot paths index the state array with these numbers (CPython speed)."""
+    """point.py's and cpyfeed.py's hot paths index the state array with these numbers."""
     from emberlink.firmware import ring
 
     words = {
@@ -110,6 +110,7 @@ def test_the_word_numbers_point_writes_as_literals() -> None:
         "XQ_": 11, "TOL_": 12, "LAST_": 13, "STUCK_": 14, "STUCKON_": 15, "RX_": 18, "PREV_": 19,
         "VIPER_": 20, "GAP_": 21, "HASPREV_": 22, "RXOK_": 23, "BAD_": 24, "QOK_": 27,
         "COMMSON_": 29, "DTT0_": 35, "DTON_": 36, "DTDROP_": 37, "DTDELAY_": 38, "CLEAN_": 39,
+        "VAR_": 16, "W_": 17,
     }  # fmt: skip
     assert {k: getattr(ring, k) for k in words} == words
     assert ring.SMALL_INT_MAX == 0x3FFFFFFF
