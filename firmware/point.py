@@ -113,9 +113,7 @@ class Point:
     fault_list = ()  # type: tuple
     nfv = 0  # len(fault_values)
     detectors = ()  # type: tuple  # add() makes a new tuple
-    one = None  # CPython: the only detector of a point with one (cfeed calls it directly)
     rq = None  # type: tuple | None  # (buf, qv, qi, window, variance) of a ring with no min queue
-    dq = None  # type: tuple | None  # CPython's: (buf, qv deque, next positions, variance)
     # Supervision conditions are made when they first raise (a transition may allocate: it
     # makes an Event anyway); until then the class's None stands in and costs no slot.
     low_c = None  # type: Condition | None  # below lo (out_of_range or open_circuit)
@@ -541,15 +539,16 @@ class Point:
         # a sample that is not quiet: feed's busy path on viper points and on CPython, else
         # _full (two direct calls: a bound method kept in a local would allocate)
         st = self.st
-        viper = st[VIPER_] or not _MICROPYTHON
+        viper = st[VIPER_]
+        fast = viper or not _MICROPYTHON
         while j < n:
             # something can be quiet (xq <= lo: a detector is busy); viper points: st[XQ_]
-            if (st[XQ_] if st[VIPER_] else self.xq) > self.lo:
+            if (st[XQ_] if viper else self.xq) > self.lo:
                 j = self._quiet_run(ts, xs, j, n)
                 if j >= n:
                     break
             # sample j is not quiet (the quiet run stopped at it, or nothing is quiet now)
-            if viper:
+            if fast:
                 self.feed(ts[j], xs[j], out)
             else:
                 self._full(ts[j], xs[j], out)
@@ -580,7 +579,7 @@ class Point:
         if self.st[VIPER_] and isinstance(xs, array):
             # st[XQ_] and st[STUCKON_] are current (_refresh_quiet)
             j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st)  # type: ignore[misc,union-attr]
-        elif self.dq is not None:  # CPython's ring layout
+        elif r is not None and r.qi is None:  # CPython's ring layout
             j = cpyfeed.quiet_run(self, xs, j, n, xq)
         else:
             pst = self.st
@@ -822,7 +821,11 @@ class Point:
 
 
 if not _MICROPYTHON:
-    Point.feed = cpyfeed.feed  # type: ignore[method-assign]  # CPython's (cpyfeed.py)
+    # CPython's feed (cpyfeed.py) and the class attributes only it reads (a board's Point keeps
+    # none: on MicroPython every attribute store to a point probes the class dict first)
+    Point.feed = cpyfeed.feed  # type: ignore[method-assign]
+    Point.dq = None  # type: ignore[assignment]  # (buf, qv deque, next positions, variance)
+    Point.one = None  # the only detector of a point with one (feed calls it directly)
 
 if fastpath.feed is not None:
     Point.feed = fastpath.feed  # type: ignore[assignment]

@@ -159,6 +159,9 @@ def test_viper_fast_paths_equal_the_full_pass_on_micropython() -> None:
             },
         }
     )
+    # not viper points (a window above 256, a negative range): the bytecode pyfeed over arrays
+    cfgs.append(dict(CONFIGS[0], range=[0, 4000], window=300))
+    cfgs.append(dict(CONFIGS[2], range=[-100, 4000]))
     proc = micropython.run(
         script=Path(__file__).with_name("mp_fastpaths.py"),
         args=["1", "12"],
