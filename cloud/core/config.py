@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     # without timesyncd, or a board with no RTC) makes the ingest send that gateway a time
     # sync with the cloud's UTC ms, at most once per gateway per this interval across all
     # workers: a gateway still draining an older unsynced backlog is not synced per batch.
-    time_sync_interval_s: int = Field(default=30, ge=1, le=86_400)
+    # 0 turns the automatic time sync off (operators can still send one through the API).
+    time_sync_interval_s: int = Field(default=30, ge=0, le=86_400)
     # The API's publish of an operator command (connect + PUBACK) gives up after this long and
     # answers 503, the command marked send_failed: a request never hangs on a dead broker.
     command_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)

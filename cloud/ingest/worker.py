@@ -195,6 +195,8 @@ class IngestWorker:
     async def _time_sync(self, client: aiomqtt.Client, gw: int) -> None:
         """Send ``gw`` our UTC ms unless it was synced within the interval (by any worker)."""
         interval_s = self.settings.time_sync_interval_s
+        if interval_s == 0:
+            return  # turned off
         t = time.monotonic()
         last = self._time_synced.get(gw)
         if last is not None and t - last < interval_s:

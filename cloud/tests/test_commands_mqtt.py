@@ -139,6 +139,21 @@ async def test_time_sync_again_after_the_interval_and_not_for_duplicates(
     assert [r.id for r in _commands(sessions, 3)] == ids
 
 
+async def test_interval_zero_turns_the_automatic_sync_off(
+    mosquitto: int, sessions: sessionmaker[Session]
+) -> None:
+    with sessions() as s, s.begin():
+        make_gateway(s, 7)
+    async with (
+        _workers(_settings(mosquitto, time_sync_interval_s=0), sessions, 1) as (w,),
+        _gateway_sim(mosquitto, 7) as (gw, got),
+    ):
+        await gw.publish(topics.topic(7, "ev"), wire.seal(batch(7, 1, flags=UNSYNCED)), qos=1)
+        await _until(lambda: w.stats.stored == 3, "the batch")
+        await asyncio.sleep(0.3)
+    assert got == [] and _commands(sessions, 7) == []
+
+
 async def test_results_update_their_commands_and_bad_ones_are_skipped(
     mosquitto: int, sessions: sessionmaker[Session]
 ) -> None:
