@@ -540,7 +540,6 @@ class Point:
         # _full (two direct calls: a bound method kept in a local would allocate)
         st = self.st
         viper = st[VIPER_]
-        fast = viper or not _MICROPYTHON
         while j < n:
             # something can be quiet (xq <= lo: a detector is busy); viper points: st[XQ_]
             if (st[XQ_] if viper else self.xq) > self.lo:
@@ -548,7 +547,7 @@ class Point:
                 if j >= n:
                     break
             # sample j is not quiet (the quiet run stopped at it, or nothing is quiet now)
-            if fast:
+            if viper or not _MICROPYTHON:
                 self.feed(ts[j], xs[j], out)
             else:
                 self._full(ts[j], xs[j], out)
