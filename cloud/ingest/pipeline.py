@@ -85,6 +85,9 @@ class FlushResult:
     acks: list[messages.Ack] = field(default_factory=list)
     # Gateways that sent newly stored events flagged clock-unsynced: the worker syncs them.
     unsynced: list[int] = field(default_factory=list)
+    # Of those, the ones whose unsynced events include a birth: a gateway just (re)started, so
+    # it is synced at once, whatever the rate limit says (births are one per boot or reconnect).
+    reborn: list[int] = field(default_factory=list)
 
 
 class GatewayCache:
@@ -315,6 +318,7 @@ class Ingestor:
             total.quarantined += res.quarantined
             total.acks += res.acks
             total.unsynced += [g for g in res.unsynced if g not in total.unsynced]
+            total.reborn += [g for g in res.reborn if g not in total.reborn]
         best: dict[tuple[int, int], int] = {}
         for ack in total.acks:
             best[ack.gw, ack.boot] = max(best.get((ack.gw, ack.boot), 0), ack.hwm)
@@ -374,9 +378,9 @@ class Ingestor:
         out.stored = len(new_keys)
         out.duplicates = offered - len(new_keys)
         new_rows = [rows[k] for k in sorted(new_keys)]
-        out.unsynced = sorted(
-            {r["gateway_id"] for r in new_rows if r["batch_flags"] & codes.BF_CLOCK_UNSYNCED}
-        )
+        unsynced_rows = [r for r in new_rows if r["batch_flags"] & codes.BF_CLOCK_UNSYNCED]
+        out.unsynced = sorted({r["gateway_id"] for r in unsynced_rows})
+        out.reborn = sorted({r["gateway_id"] for r in unsynced_rows if r["kind"] == codes.BIRTH})
         store.apply_device_reports(session=session, rows=new_rows, now_ms=now, policy=self.policy)
         store.apply_alarm_events(session=session, rows=new_rows)
         health = store.gateway_health_rows(session=session, gateway_ids=list(seen), now_ms=now)

@@ -189,21 +189,25 @@ class IngestWorker:
                 )
             self.stats.acks += len(res.acks)
             for gw in res.unsynced:
-                await self._time_sync(client, gw)
+                await self._time_sync(client, gw, reborn=gw in res.reborn)
             return res
 
-    async def _time_sync(self, client: aiomqtt.Client, gw: int) -> None:
-        """Send ``gw`` our UTC ms unless it was synced within the interval (by any worker)."""
+    async def _time_sync(self, client: aiomqtt.Client, gw: int, reborn: bool = False) -> None:
+        """Send ``gw`` our UTC ms unless it was synced within the interval (by any worker); a
+        gateway whose unsynced events include a birth has just started a boot (or reconnected)
+        and is synced at once: it must not show a wrong clock for a whole interval."""
         interval_s = self.settings.time_sync_interval_s
         if interval_s == 0:
             return  # turned off
         t = time.monotonic()
         last = self._time_synced.get(gw)
-        if last is not None and t - last < interval_s:
+        if not reborn and last is not None and t - last < interval_s:
             return
         self._time_synced[gw] = t
         try:
-            row = await asyncio.to_thread(self._claim_time_sync, gw, interval_s * 1000)
+            row = await asyncio.to_thread(
+                self._claim_time_sync, gw, 0 if reborn else interval_s * 1000
+            )
         except Exception:
             log.exception("could not record a time sync for gateway %d", gw)
             return

@@ -139,6 +139,34 @@ async def test_time_sync_again_after_the_interval_and_not_for_duplicates(
     assert [r.id for r in _commands(sessions, 3)] == ids
 
 
+async def test_a_restarted_gateway_is_synced_at_once_inside_the_interval(
+    mosquitto: int, sessions: sessionmaker[Session]
+) -> None:
+    """A birth flagged unsynced is a new boot (or a reconnect): it is synced at once, although
+    the gateway's previous boot was synced a moment ago; plain unsynced events of that same
+    boot right after are not synced again within the interval."""
+    with sessions() as s, s.begin():
+        make_gateway(s, 8)
+    birth = messages.Event(codes.BIRTH, 0, 0, info={0: "edge 1.2.3", 3: 15})
+    async with (
+        _workers(_settings(mosquitto), sessions, 1) as (w,),  # the default 30 s interval
+        _gateway_sim(mosquitto, 8) as (gw, got),
+    ):
+        b1 = batch(8, 1, boot=1, flags=UNSYNCED, events=[birth])
+        await gw.publish(topics.topic(8, "ev"), wire.seal(b1), qos=1)
+        await _until(lambda: len(got) == 1, "boot 1's sync")
+        b2 = batch(8, 1, boot=2, flags=UNSYNCED, events=[birth])  # kill -9, restart
+        await gw.publish(topics.topic(8, "ev"), wire.seal(b2), qos=1)
+        await _until(lambda: len(got) == 2, "boot 2's sync, inside the interval")
+        await gw.publish(
+            topics.topic(8, "ev"), wire.seal(batch(8, 2, boot=2, flags=UNSYNCED)), qos=1
+        )
+        await _until(lambda: w.stats.stored == 5, "the rest of boot 2")
+        await asyncio.sleep(0.3)
+    assert len(got) == 2
+    assert [r.who for r in _commands(sessions, 8)] == ["cloud", "cloud"]
+
+
 async def test_interval_zero_turns_the_automatic_sync_off(
     mosquitto: int, sessions: sessionmaker[Session]
 ) -> None:
