@@ -29,10 +29,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 ARCHES = ("armv6m", "xtensawin")
 ALL_ARCHES = (*ARCHES, "x64")  # x64: the unix port on this host (memory figures)
+# firmware modules a board never imports: the golden-vector runner, the CPython feed path
+NOT_ON_BOARD = ("golden", "cpyfeed")
 # what the board imports: (package dir in the repository, package path on the board)
 BOARD_MODULES = {
     "protocol": ["__init__", "errors", "codes", "cbor", "messages", "mac", "topics"],
-    "firmware": sorted(p.stem for p in (ROOT / "firmware").glob("*.py") if p.stem != "golden"),
+    "firmware": sorted(
+        p.stem for p in (ROOT / "firmware").glob("*.py") if p.stem not in NOT_ON_BOARD
+    ),
     "firmware/board": ["__init__", "compat", "enc", "mqtt", "client", "modbus_rtu", "outbox",
                        "points", "hw", "conf", "app"],
 }  # fmt: skip
