@@ -36,6 +36,7 @@ class HealthPolicy:
     min_dwell_ms: int = 30_000
     backlog_high: int = 1000
     backlog_low: int = 100
+    restart_confirm_ms: int = 120_000  # Settings.restart_confirm_s: alarm re-raise window
 
     @classmethod
     def from_settings(cls, s: Settings) -> HealthPolicy:
@@ -45,6 +46,7 @@ class HealthPolicy:
             min_dwell_ms=s.min_dwell_s * 1000,
             backlog_high=s.backlog_high,
             backlog_low=s.backlog_low,
+            restart_confirm_ms=s.restart_confirm_s * 1000,
         )
 
 

@@ -237,6 +237,17 @@ class Alarm(Base):
     acked_ms: Mapped[int | None] = mapped_column(BigInteger)
     cleared_by: Mapped[str | None] = mapped_column(String(200))
     cleared_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # Restart reconciliation (store.confirm_after_birth / reconcile_alarms). ``active_boot``: the
+    # newest boot that reported the condition active; ``latched``: an activation carried
+    # EF_LATCHED; ``confirm_boot``/``confirm_by_ms``: awaiting a re-raise by that boot until then;
+    # ``needs_reset``: a latched alarm the restarted gateway did not re-raise; ``note``: the
+    # cloud's reason for what it did.
+    active_boot: Mapped[int | None] = mapped_column(BigInteger)
+    latched: Mapped[bool] = mapped_column(Boolean, default=False)
+    confirm_boot: Mapped[int | None] = mapped_column(BigInteger)
+    confirm_by_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    needs_reset: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(String(300))
 
 
 class AlarmComment(Base):

@@ -350,6 +350,15 @@ class AlarmPublic(_Out):
     acked_ms: int | None
     cleared_by: str | None
     cleared_ms: int | None
+    # Restart reconciliation: the newest boot that reported the condition active; the boot
+    # whose re-raise is awaited and until when; a latched alarm not re-raised after a restart;
+    # the cloud's reason for what it did (also an alarm comment by "cloud").
+    active_boot: int | None
+    latched: bool
+    confirm_boot: int | None
+    confirm_by_ms: int | None
+    needs_reset: bool
+    note: str | None
 
 
 # A page of alarms

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     # An event older than this when received is late even without the replayed flag.
     late_after_s: int = Field(default=120, ge=1)
 
+    # Alarm reconciliation after a gateway restart (a new boot's BIRTH). The restarted gateway's
+    # detectors start from normal, so a condition still present is raised again within its local
+    # confirmation time; one that ended while the gateway was down is never reported normal. An
+    # open alarm of an older boot therefore waits this long for the new boot to raise it again,
+    # then the cloud takes it as returned to normal (reason stored; a latched one is marked
+    # needs_reset instead). Longer than the slowest local confirmation (firmware/config.py):
+    # smoke alarm verification up to ~120 s (UL 864: retard + reset + restart <= 60 s, then a
+    # confirmation window >= 60 s), residual-current delay <= 10 s, cable temperature <= 40 s
+    # (GB 50166-2019 §4.8.5).
+    restart_confirm_s: int = Field(default=120, ge=1, le=86_400)
+
     # Commands to gateways. A batch flagged clock-unsynced (a gateway without NTP, e.g. a host
     # without timesyncd, or a board with no RTC) makes the ingest send that gateway a time
     # sync with the cloud's UTC ms, at most once per gateway per this interval across all

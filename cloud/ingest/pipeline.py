@@ -382,7 +382,12 @@ class Ingestor:
         out.unsynced = sorted({r["gateway_id"] for r in unsynced_rows})
         out.reborn = sorted({r["gateway_id"] for r in unsynced_rows if r["kind"] == codes.BIRTH})
         store.apply_device_reports(session=session, rows=new_rows, now_ms=now, policy=self.policy)
-        store.apply_alarm_events(session=session, rows=new_rows)
+        store.apply_alarm_events(
+            session=session,
+            rows=new_rows,
+            now_ms=now,
+            confirm_ms=self.policy.restart_confirm_ms,
+        )
         health = store.gateway_health_rows(session=session, gateway_ids=list(seen), now_ms=now)
         for gw in sorted(seen):
             info = self.gateways.get(gw, session)  # a stale entry is read in this transaction

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 from emberlink.protocol import codes, messages
-from sqlalchemy import and_, case, or_, select, text, tuple_
+from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -350,9 +350,10 @@ def update_gateway_health(
 
 
 def run_sweep(*, session: Session, now_ms: int, policy: HealthPolicy) -> int:
-    """Re-derive every gateway (and device) whose status can change by time alone.
+    """Re-derive every gateway (and device) whose status can change by time alone, and settle
+    the alarms whose restart re-raise window has passed (``reconcile_alarms``).
 
-    Returns the number of status changes.
+    Returns the number of status changes (alarms settled included).
     """
     GH, G = models.GatewayHealth, models.Gateway
     q = (
@@ -373,7 +374,8 @@ def run_sweep(*, session: Session, now_ms: int, policy: HealthPolicy) -> int:
             heartbeat_override=hb,
             misses_override=misses,
         )
-    return changed + sweep_devices(session=session, now_ms=now_ms)
+    changed += sweep_devices(session=session, now_ms=now_ms)
+    return changed + reconcile_alarms(session=session, now_ms=now_ms)
 
 
 def apply_device_reports(
@@ -486,63 +488,211 @@ def sweep_devices(*, session: Session, now_ms: int) -> int:
     return n
 
 
-def apply_alarm_events(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    """Raise, acknowledge (at the panel) or return to normal the alarm objects of new events."""
+def _latched(r: dict[str, Any]) -> bool:
+    return bool((r["data"].get("eflags") or 0) & codes.EF_LATCHED)
+
+
+def apply_alarm_events(
+    *, session: Session, rows: list[dict[str, Any]], now_ms: int, confirm_ms: int
+) -> None:
+    """Raise, acknowledge (at the panel) or return to normal the alarm objects of new events.
+
+    Then the restart reconciliation of the same new events: a new boot's BIRTH makes the open
+    alarms of older boots await a re-raise (``confirm_after_birth``), an activation by the
+    awaited boot (or a newer one) confirms an alarm, and an activation replayed from an older
+    boot than the gateway's newest never confirms one: when it (re)opens an alarm, that alarm
+    awaits the newest boot too. A NORMAL from an older boot than the newest that reported the
+    condition active is history and changes nothing.
+    """
     rel = [r for r in rows if r["kind"] in ALARM_KINDS and r["state"] is not None]
-    if not rel:
-        return
+    births = sorted({(r["gateway_id"], r["boot"]) for r in rows if r["kind"] == codes.BIRTH})
+    if rel:
+        _apply_alarm_rows(session, rows, rel, now_ms, confirm_ms)
+    for gw, boot in births:
+        confirm_after_birth(
+            session=session, gateway_id=gw, boot=boot, now_ms=now_ms, confirm_ms=confirm_ms
+        )
+
+
+def _apply_alarm_rows(
+    session: Session,
+    rows: list[dict[str, Any]],
+    rel: list[dict[str, Any]],
+    now_ms: int,
+    confirm_ms: int,
+) -> None:
     A = models.Alarm
     keys = sorted({(r["gateway_id"], r["src"], r["kind"], r["code"] or 0) for r in rel})
+    # The newest boot each gateway has shown (stored before, or in these rows).
+    newest: dict[int, int] = {}
+    for r in rows:
+        newest[r["gateway_id"]] = max(newest.get(r["gateway_id"], 0), r["boot"])
+    GH = models.GatewayHealth
+    for g, b in session.execute(
+        select(GH.gateway_id, GH.boot).where(GH.gateway_id.in_(sorted(newest)))
+    ):
+        newest[g] = max(newest[g], b or 0)
     open_q = select(A).where(
         tuple_(A.gateway_id, A.src, A.kind, A.code).in_(keys), A.status != "cleared"
     )
     open_alarms = {(a.gateway_id, a.src, a.kind, a.code): a for a in session.scalars(open_q)}
+    stale: dict[int, models.Alarm] = {}  # alarms a replayed old-boot activation left open
     for r in rel:
         k = (r["gateway_id"], r["src"], r["kind"], r["code"] or 0)
         a = open_alarms.get(k)
         state, t = r["state"], r["t_ms"]
         if state == codes.ACTIVE:
             if a is not None:
+                if a.active_boot is not None and r["boot"] < a.active_boot:
+                    continue  # an older boot's activation: history, the alarm is open anyway
                 if not a.condition_active:
                     a.condition_active, a.normal_ms = True, None
-                continue
-            stmt = _insert(session, A.__table__).on_conflict_do_nothing(
-                index_elements=["gateway_id", "src", "kind", "code"],
-                index_where=text("status != 'cleared'"),
-            )
-            session.execute(
-                stmt,
-                {
-                    "gateway_id": k[0],
-                    "src": k[1],
-                    "kind": k[2],
-                    "code": k[3],
-                    "status": "active",
-                    "condition_active": True,
-                    "late": r["late"],
-                    "test": bool((r["data"].get("eflags") or 0) & codes.EF_TEST),
-                    "raised_ms": t,
-                    "received_ms": r["received_ms"],
-                    "boot": r["boot"],
-                    "seq": r["seq"],
-                },
-            )
-            found = session.scalars(
-                select(A).where(
-                    A.gateway_id == k[0],
-                    A.src == k[1],
-                    A.kind == k[2],
-                    A.code == k[3],
-                    A.status != "cleared",
+                a.active_boot = r["boot"]
+                a.latched = a.latched or _latched(r)
+                if a.confirm_boot is not None and r["boot"] >= a.confirm_boot:
+                    a.confirm_boot = a.confirm_by_ms = None  # re-raised: confirmed
+            else:
+                stmt = _insert(session, A.__table__).on_conflict_do_nothing(
+                    index_elements=["gateway_id", "src", "kind", "code"],
+                    index_where=text("status != 'cleared'"),
                 )
-            ).one()
-            open_alarms[k] = found
+                session.execute(
+                    stmt,
+                    {
+                        "gateway_id": k[0],
+                        "src": k[1],
+                        "kind": k[2],
+                        "code": k[3],
+                        "status": "active",
+                        "condition_active": True,
+                        "late": r["late"],
+                        "test": bool((r["data"].get("eflags") or 0) & codes.EF_TEST),
+                        "raised_ms": t,
+                        "received_ms": r["received_ms"],
+                        "boot": r["boot"],
+                        "seq": r["seq"],
+                        "active_boot": r["boot"],
+                        "latched": _latched(r),
+                        "needs_reset": False,
+                    },
+                )
+                a = session.scalars(
+                    select(A).where(
+                        A.gateway_id == k[0],
+                        A.src == k[1],
+                        A.kind == k[2],
+                        A.code == k[3],
+                        A.status != "cleared",
+                    )
+                ).one()
+                open_alarms[k] = a
+            if r["boot"] < newest[k[0]]:
+                stale[a.id] = a
+            else:
+                stale.pop(a.id, None)
         elif a is None:
             continue
         elif state == codes.ACKNOWLEDGED and a.status == "active":
             a.status, a.acked_by, a.acked_ms = "acknowledged", "panel", t
         elif state == codes.NORMAL:
+            if a.active_boot is not None and r["boot"] < a.active_boot:
+                continue  # a newer boot reported the condition active since: history
             a.condition_active, a.normal_ms = False, t
+            a.confirm_boot = a.confirm_by_ms = None
+            stale.pop(a.id, None)
             if a.status == "acknowledged":
                 a.status, a.cleared_by, a.cleared_ms = "cleared", "device", t
                 del open_alarms[k]
+    for a in stale.values():
+        b = newest[a.gateway_id]
+        if a.condition_active and (a.active_boot or 0) < b and (a.confirm_boot or 0) < b:
+            # Replayed from a boot that has ended: only the newest boot can say it is still on.
+            a.confirm_boot, a.confirm_by_ms = b, now_ms + confirm_ms
+
+
+def confirm_after_birth(
+    *, session: Session, gateway_id: int, boot: int, now_ms: int, confirm_ms: int
+) -> int:
+    """A BIRTH of ``boot``: the gateway's open alarms last reported by an older boot await a
+    re-raise by this boot until ``now_ms + confirm_ms``. Returns how many.
+
+    Conditional, so a redelivered or repeated birth (a reconnect in the same boot) moves no
+    deadline, and an older boot's birth replayed late matches nothing newer.
+    """
+    A = models.Alarm
+    session.flush()  # the ORM changes of this flush first
+    res = session.execute(
+        update(A)
+        .where(
+            A.gateway_id == gateway_id,
+            A.status != "cleared",
+            A.condition_active.is_(True),
+            A.needs_reset.is_(False),
+            func.coalesce(A.active_boot, A.boot) < boot,
+            or_(A.confirm_boot.is_(None), A.confirm_boot < boot),
+        )
+        .values(confirm_boot=boot, confirm_by_ms=now_ms + confirm_ms)
+        .execution_options(synchronize_session=False)
+    )
+    n = int(getattr(res, "rowcount", 0) or 0)
+    if n:
+        session.expire_all()  # loaded alarm objects see the new columns
+    return n
+
+
+def restart_reason(boot: int) -> str:
+    return f"not reported active after gateway restart (boot {boot})"
+
+
+def reconcile_alarms(*, session: Session, now_ms: int) -> int:
+    """Settle the alarms whose re-raise window has passed; returns how many changed.
+
+    Only once the gateway has been heard from since the deadline (a gateway silent since its
+    birth gives no evidence either way; a fire alarm's re-raise has the alarm lane, so it is not
+    behind a message sent later). Not re-raised: taken as returned to normal by "cloud" with
+    the reason, the same as a NORMAL from the device (cleared when acknowledged, else waiting
+    for an operator's acknowledgement with ``condition_active`` false); a latched alarm stays
+    as it is, marked ``needs_reset``. Each is one conditional UPDATE on the deadline the sweep
+    read, so of two workers' sweeps one changes the alarm and the other matches nothing.
+    """
+    A, GH = models.Alarm, models.GatewayHealth
+    q = (
+        select(A)
+        .join(GH, GH.gateway_id == A.gateway_id)
+        .where(
+            A.confirm_by_ms <= now_ms,
+            A.status != "cleared",
+            GH.last_seen_ms >= A.confirm_by_ms,
+        )
+        .order_by(A.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(of=A, skip_locked=True)
+    n = 0
+    for a in session.scalars(q).all():
+        boot = a.confirm_boot or 0
+        values: dict[str, Any] = {"confirm_boot": None, "confirm_by_ms": None}
+        if a.latched:
+            note = f"{restart_reason(boot)}; latched on the gateway: needs an operator's reset"
+            values.update(needs_reset=True, note=note)
+        else:
+            note = restart_reason(boot)
+            values.update(condition_active=False, normal_ms=now_ms, note=note)
+            if a.status == "acknowledged":
+                values.update(status="cleared", cleared_by="cloud", cleared_ms=now_ms)
+        res = session.execute(
+            update(A)
+            .where(
+                A.id == a.id,
+                A.status == a.status,
+                A.confirm_boot == a.confirm_boot,
+                A.confirm_by_ms == a.confirm_by_ms,
+                A.condition_active.is_(True),
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(res, "rowcount", 0) == 1:
+            session.add(models.AlarmComment(alarm_id=a.id, author="cloud", at_ms=now_ms, text=note))
+            n += 1
+    return n
