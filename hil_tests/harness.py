@@ -185,9 +185,6 @@ class Broker:
         cmd = messages.Command(gw, secrets.randbelow(2**31), op, args)
         self.publish(topics.topic(gw, "cmd"), messages.encode(cmd))
 
-    def time_sync(self, gw: int) -> None:
-        self.command(gw, messages.OP_TIME_SYNC, {0: now_ms()})
-
 
 # --- network partition -------------------------------------------------------------------------
 class Proxy:
@@ -376,6 +373,14 @@ class Cloud:
             h.post(
                 "/devices", json={"gateway_id": gw, "bus": bus, "unit_addr": addr, "name": name}
             ).raise_for_status()
+
+    def command(self, gw: int, op: str, **args: int) -> dict[str, Any]:
+        """An operator's command through the cloud API (recorded, then published to the
+        gateway); the command's row as the API returns it."""
+        assert self.http is not None
+        r = self.http.post(f"/gateways/{gw}/commands", json={"op": op, "args": args})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
 
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         """Rows of ``query`` (``%s`` placeholders on both databases; JSON columns come back

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from emberlink.protocol import codes, messages
+from emberlink.protocol import codes
 
 from . import bench
 from .bench import EFM, PANEL, RELAY, SMOKE, Result, await_alarm, src
@@ -154,8 +154,8 @@ def test_overcurrent_at_k_times_pickup(site: Bench, k: int) -> None:
     assert rows[0].data["eflags"] & codes.EF_LATCHED and lat <= bound, (rows[0], lat, bound)
     site.site.step(device=EFM[2], action="set", point="phase_a_current", value=2000)
     time.sleep(SETTLE_S)  # the normal current is polled before the reset
-    # latched: the operator's reset (the command topic) re-arms it for the next trip
-    site.broker.command(GW, messages.OP_RESET, {0: s6})
+    # latched: the operator's reset (through the cloud API) re-arms it for the next trip
+    site.cloud.command(GW, "reset", src=s6)
     wait_until(
         "the overcurrent alarm reset",
         lambda: [
@@ -186,7 +186,7 @@ def test_cable_overheat(site: Bench) -> None:
         lats.append(lat)
         t = site.site.step(device=EFM[2], action="set", point="temperature_1", value=300)
         time.sleep(SETTLE_S)  # the normal temperature is polled before the reset
-        site.broker.command(GW, messages.OP_RESET, {0: src(EFM, 2)})  # the alarm latches
+        site.cloud.command(GW, "reset", src=src(EFM, 2))  # the alarm latches
         wait_normal(site, codes.FIRE_ALARM, src(EFM, 2), t, "the cable temperature")
     finish(site, Result("cable overheat (TCP)", latencies_ms=lats, bound_ms=bound))
 

@@ -28,8 +28,19 @@ HEALTH_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def sqlite_cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Cloud]:
-    c = Cloud(tmp_path_factory.mktemp("sqlite-cloud"), broker.port, database="sqlite")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker of its own: on the session's broker this cloud's ingest worker would join the
+    PostgreSQL cloud's shared subscription group and get only part of the messages."""
+    b = Broker(tmp_path_factory.mktemp("sqlite-broker"))
+    try:
+        yield b.start()
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def sqlite_cloud(tmp_path_factory: pytest.TempPathFactory, own_broker: Broker) -> Iterator[Cloud]:
+    c = Cloud(tmp_path_factory.mktemp("sqlite-cloud"), own_broker.port, database="sqlite")
     try:
         yield c.start()
     finally:
@@ -38,9 +49,9 @@ def sqlite_cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> It
 
 @pytest.fixture(scope="module")
 def lite(
-    tmp_path_factory: pytest.TempPathFactory, broker: Broker, sqlite_cloud: Cloud
+    tmp_path_factory: pytest.TempPathFactory, own_broker: Broker, sqlite_cloud: Cloud
 ) -> Iterator[Bench]:
-    yield from make_bench(tmp_path_factory.mktemp("sqlite-site"), broker, sqlite_cloud, GW)
+    yield from make_bench(tmp_path_factory.mktemp("sqlite-site"), own_broker, sqlite_cloud, GW)
 
 
 def fire(b: Bench, on: bool) -> int:
