@@ -532,9 +532,15 @@ def _apply_alarm_rows(
         select(GH.gateway_id, GH.boot).where(GH.gateway_id.in_(sorted(newest)))
     ):
         newest[g] = max(newest[g], b or 0)
-    open_q = select(A).where(
-        tuple_(A.gateway_id, A.src, A.kind, A.code).in_(keys), A.status != "cleared"
+    open_q = (
+        select(A)
+        .where(tuple_(A.gateway_id, A.src, A.kind, A.code).in_(keys), A.status != "cleared")
+        .order_by(A.id)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # Locked, so that the sweep's settling (reconcile_alarms) and these changes serialise:
+        # whichever commits second sees the other's result (SQLite: one writer at a time).
+        open_q = open_q.with_for_update()
     open_alarms = {(a.gateway_id, a.src, a.kind, a.code): a for a in session.scalars(open_q)}
     stale: dict[int, models.Alarm] = {}  # alarms a replayed old-boot activation left open
     for r in rel:
@@ -621,8 +627,8 @@ def confirm_after_birth(
     """
     A = models.Alarm
     session.flush()  # the ORM changes of this flush first
-    res = session.execute(
-        update(A)
+    due = (
+        select(A.id)
         .where(
             A.gateway_id == gateway_id,
             A.status != "cleared",
@@ -631,13 +637,21 @@ def confirm_after_birth(
             func.coalesce(A.active_boot, A.boot) < boot,
             or_(A.confirm_boot.is_(None), A.confirm_boot < boot),
         )
+        .order_by(A.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update()  # in id order, as every other writer of alarms
+    ids = list(session.scalars(due))
+    if not ids:
+        return 0
+    session.execute(
+        update(A)
+        .where(A.id.in_(ids))
         .values(confirm_boot=boot, confirm_by_ms=now_ms + confirm_ms)
         .execution_options(synchronize_session=False)
     )
-    n = int(getattr(res, "rowcount", 0) or 0)
-    if n:
-        session.expire_all()  # loaded alarm objects see the new columns
-    return n
+    session.expire_all()  # loaded alarm objects see the new columns
+    return len(ids)
 
 
 def restart_reason(boot: int) -> str:
