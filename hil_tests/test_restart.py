@@ -1,12 +1,12 @@
 """A gateway restart and the alarms it left open: the cloud reconciles them.
 
-Roles: site, gateway, broker, cloud (PostgreSQL, this module's own, with a 10 s re-raise window:
-``EMBERLINK_RESTART_CONFIRM_S``). The gateway's detectors start from normal after a restart, so
-a fire that ended while the gateway was down is never reported NORMAL. Checkpoints: a fire the
-operator acknowledged, the gateway ``kill -9``, the fire bit off while it is down, the restart:
-the cloud clears the alarm ("cloud", with the reason) within the window plus our margin after
-the new boot's birth; and a fire still on at the restart is raised again by the new boot within
-the window and its alarm stays open, the same alarm object.
+Roles: site, gateway, and a broker and cloud of this module's own (PostgreSQL, with a 10 s
+re-raise window: ``EMBERLINK_RESTART_CONFIRM_S``). The gateway's detectors start from normal
+after a restart, so a fire that ended while the gateway was down is never reported NORMAL.
+Checkpoints: a fire the operator acknowledged, the gateway ``kill -9``, the fire bit off while
+it is down, the restart: the cloud clears the alarm ("cloud", with the reason) within the
+window plus our margin after the new boot's birth; and a fire still on at the restart is raised
+again by the new boot within the window and its alarm stays open, the same alarm object.
 """
 
 from __future__ import annotations
@@ -34,9 +34,21 @@ SETTLE_BOUND_MS = WINDOW_S * 1000 + bench.HEARTBEAT_S * 1000 + bench.MARGIN_MS
 
 
 @pytest.fixture(scope="module")
-def restart_cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Cloud]:
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker of its own (as test_sqlite.py): on the session's broker this cloud's ingest
+    worker would join the session cloud's shared subscription group and get only part of the
+    messages."""
+    b = Broker(tmp_path_factory.mktemp("restart-broker"))
+    try:
+        yield b.start()
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def restart_cloud(tmp_path_factory: pytest.TempPathFactory, own_broker: Broker) -> Iterator[Cloud]:
     c = Cloud(
-        tmp_path_factory.mktemp("restart-cloud"), broker.port, restart_confirm_s=str(WINDOW_S)
+        tmp_path_factory.mktemp("restart-cloud"), own_broker.port, restart_confirm_s=str(WINDOW_S)
     )
     try:
         yield c.start()
@@ -46,9 +58,9 @@ def restart_cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> I
 
 @pytest.fixture(scope="module")
 def rb(
-    tmp_path_factory: pytest.TempPathFactory, broker: Broker, restart_cloud: Cloud
+    tmp_path_factory: pytest.TempPathFactory, own_broker: Broker, restart_cloud: Cloud
 ) -> Iterator[Bench]:
-    yield from make_bench(tmp_path_factory.mktemp("restart"), broker, restart_cloud, GW)
+    yield from make_bench(tmp_path_factory.mktemp("restart"), own_broker, restart_cloud, GW)
 
 
 def fire(b: Bench, on: bool) -> int:
