@@ -124,3 +124,23 @@ def make_bench(
         gateway.stop()
         if proxy:
             proxy.close()
+
+
+def own_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, gw: int, **cloud_settings: str
+) -> Iterator[Bench]:
+    """A broker, a cloud and a site + gateway of the module's own, for a cloud configured unlike
+    the session's (``database="sqlite"``, a setting). The broker is its own because on the
+    session's broker this cloud's ingest worker would join the session cloud's shared
+    subscription group and get only part of the messages."""
+    broker = Broker(tmp_path_factory.mktemp(f"{name}-broker"))
+    cloud: Cloud | None = None
+    try:
+        broker.start()
+        cloud = Cloud(tmp_path_factory.mktemp(f"{name}-cloud"), broker.port, **cloud_settings)
+        cloud.start()
+        yield from make_bench(tmp_path_factory.mktemp(name), broker, cloud, gw)
+    finally:
+        if cloud is not None:
+            cloud.stop()
+        broker.stop()

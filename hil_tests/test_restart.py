@@ -19,8 +19,8 @@ from emberlink.protocol import codes
 
 from . import bench
 from .bench import PANEL, Result, await_alarm, src
-from .conftest import Bench, make_bench
-from .harness import PROCESS_START_S, Broker, Cloud, wait_until
+from .conftest import Bench, own_stack
+from .harness import PROCESS_START_S, wait_until
 
 pytestmark = [pytest.mark.hil, pytest.mark.broker, pytest.mark.postgres, pytest.mark.modbus]
 
@@ -34,33 +34,8 @@ SETTLE_BOUND_MS = WINDOW_S * 1000 + bench.HEARTBEAT_S * 1000 + bench.MARGIN_MS
 
 
 @pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """A broker of its own (as test_sqlite.py): on the session's broker this cloud's ingest
-    worker would join the session cloud's shared subscription group and get only part of the
-    messages."""
-    b = Broker(tmp_path_factory.mktemp("restart-broker"))
-    try:
-        yield b.start()
-    finally:
-        b.stop()
-
-
-@pytest.fixture(scope="module")
-def restart_cloud(tmp_path_factory: pytest.TempPathFactory, own_broker: Broker) -> Iterator[Cloud]:
-    c = Cloud(
-        tmp_path_factory.mktemp("restart-cloud"), own_broker.port, restart_confirm_s=str(WINDOW_S)
-    )
-    try:
-        yield c.start()
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
-def rb(
-    tmp_path_factory: pytest.TempPathFactory, own_broker: Broker, restart_cloud: Cloud
-) -> Iterator[Bench]:
-    yield from make_bench(tmp_path_factory.mktemp("restart"), own_broker, restart_cloud, GW)
+def rb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    yield from own_stack(tmp_path_factory, "restart", GW, restart_confirm_s=str(WINDOW_S))
 
 
 def fire(b: Bench, on: bool) -> int:

@@ -17,8 +17,8 @@ from emberlink.protocol import codes
 
 from . import bench
 from .bench import PANEL, Result, await_alarm, src
-from .conftest import Bench, make_bench
-from .harness import Broker, Cloud, wait_until
+from .conftest import Bench, own_stack
+from .harness import wait_until
 
 pytestmark = [pytest.mark.hil, pytest.mark.broker, pytest.mark.modbus]
 
@@ -28,30 +28,8 @@ HEALTH_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """A broker of its own: on the session's broker this cloud's ingest worker would join the
-    PostgreSQL cloud's shared subscription group and get only part of the messages."""
-    b = Broker(tmp_path_factory.mktemp("sqlite-broker"))
-    try:
-        yield b.start()
-    finally:
-        b.stop()
-
-
-@pytest.fixture(scope="module")
-def sqlite_cloud(tmp_path_factory: pytest.TempPathFactory, own_broker: Broker) -> Iterator[Cloud]:
-    c = Cloud(tmp_path_factory.mktemp("sqlite-cloud"), own_broker.port, database="sqlite")
-    try:
-        yield c.start()
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
-def lite(
-    tmp_path_factory: pytest.TempPathFactory, own_broker: Broker, sqlite_cloud: Cloud
-) -> Iterator[Bench]:
-    yield from make_bench(tmp_path_factory.mktemp("sqlite-site"), own_broker, sqlite_cloud, GW)
+def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    yield from own_stack(tmp_path_factory, "sqlite", GW, database="sqlite")
 
 
 def fire(b: Bench, on: bool) -> int:

@@ -12,6 +12,8 @@ to encode it again took ~20 KB of garbage on the 64-bit unix port). The bytes ar
 ``messages.encode_batch`` of the same batch: tests/test_enc.py checks it on both interpreters.
 """
 
+from ...protocol.cbor import _head
+
 try:
     from micropython import const
 except ImportError:
@@ -22,24 +24,9 @@ except ImportError:
 
 _VERSION = const(1)  # codes.PROTOCOL_VERSION
 
-
-def head(buf, major, n):
-    """Append the CBOR head of ``major`` with argument ``n``, shortest form (RFC 8949 4.2.1)."""
-    mt = major << 5
-    if n < 24:
-        buf.append(mt | n)
-    elif n < 0x100:
-        buf.append(mt | 24)
-        buf.append(n)
-    elif n < 0x10000:
-        buf.append(mt | 25)
-        buf.extend(n.to_bytes(2, "big"))
-    elif n < 0x100000000:
-        buf.append(mt | 26)
-        buf.extend(n.to_bytes(4, "big"))
-    else:
-        buf.append(mt | 27)
-        buf.extend(n.to_bytes(8, "big"))
+# the CBOR head of a major type and argument, shortest form: the protocol encoder's own (the
+# outbox imports protocol.cbor anyway, so this costs the board nothing)
+head = _head
 
 
 def _uint_len(b, at):
