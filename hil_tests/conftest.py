@@ -55,11 +55,23 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[
 _STARTED = time.monotonic()
 
 
+def whole_suite(config: pytest.Config) -> bool:
+    """The run selected every HIL scenario: no -k/-m filter and hil_tests named as a whole
+    (or nothing named, so every testpath runs)."""
+    if config.option.keyword or config.option.markexpr:
+        return False
+    here = Path(__file__).parent.resolve()
+    named = [Path(str(a).split("::")[0]).resolve() for a in config.args]
+    return not config.args or any(p == here or p in here.parents for p in named)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Each run reports only what it measured (its own results file), then drops the file."""
+    """Each run reports only what it measured (its own results file), then drops the file: a
+    run of the whole suite writes hil_tests/REPORT.md (kept in git, copied to README), a partial
+    run (one module, -k, -m) hil_tests/.results/REPORT.md, so it never replaces the full one."""
     from . import report
 
-    report.write(time.monotonic() - _STARTED)
+    report.write(time.monotonic() - _STARTED, partial=not whole_suite(session.config))
     RESULTS_FILE.unlink(missing_ok=True)
 
 

@@ -1,6 +1,6 @@
 """The HIL report: one row per scenario from what the run recorded (``.results/results.jsonl``),
-written as markdown to ``hil_tests/REPORT.md`` at the end of every pytest session that ran a
-scenario.
+written as markdown to ``hil_tests/REPORT.md`` at the end of every pytest session that ran the
+whole suite (a partial run writes ``hil_tests/.results/REPORT.md``).
 
 Latency is measured from the instant the test changed the register in the simulator (for a
 ramp: the instant it crossed the setpoint) to ``received_ms`` of the alarm's row in the cloud
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .harness import RESULTS_FILE
+from .harness import RESULTS, RESULTS_FILE
 
 REPORT = Path(__file__).parent / "REPORT.md"
 
@@ -70,9 +70,11 @@ def render(rows: list[dict[str, Any]], wall_s: float | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def write(wall_s: float | None = None) -> Path | None:
+def write(wall_s: float | None = None, partial: bool = False) -> Path | None:
     rows = load()
     if not any(r.get("scenario") for r in rows):
         return None
-    REPORT.write_text(render(rows, wall_s))
-    return REPORT
+    out = RESULTS / "REPORT.md" if partial else REPORT
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(render(rows, wall_s))
+    return out
