@@ -14,14 +14,19 @@ last valid time, viper on/off); the ring is the compact layout (``buf``, ``qv``:
   any other sample takes the bytecode full pass (``Point._full``). Points the fast path does
   not serve (``st[VIPER_] == 0``) go to the bytecode ``feed``.
 * ``ring_push(ring, x)`` is ``Ring.push`` for those rings (no min queue), for the full pass.
-* ``quiet_ring(xs, j, n, buf, qv, qi, st)`` is ``Point._quiet_run``'s ring loop: it takes
-  samples ``xs[j:n]`` (an ``array('i')``) while they are quiet and returns the index of the
-  first one it did not take.
+* ``block(point, ts, xs, out, start, end)`` is ``Point.feed_block`` on MicroPython (point.py
+  wraps it for the default arguments, which viper functions cannot have): quiet runs of an
+  ``array('i')`` block take the supervision, stuck run and ring update in one machine-code loop
+  with the state in registers; every other sample goes to ``feed`` (above), so the events come
+  at the same samples as per call. Other points and blocks that are not ``array('i')`` go to
+  the bytecode ``Point.pyblock``. Like ``feed``'s quiet samples it leaves an Overcurrent's
+  held rate alone (``quiet_done``): a quiet run needs the rate <= 0 and the accumulator 0, and
+  a negative rate over a zero accumulator acts as 0.
 
 Viper integers are machine words and ``ptr`` loads are unsigned, so the point uses these only
 for compact rings (window <= 256, |sample| <= 32767) with non-negative ranges.
 
-On CPython (or a build without viper) both are None and the pure-Python paths run; the golden
+On CPython (or a build without viper) all three are None and the pure-Python paths run; the golden
 vectors run through both (``golden.run_vector`` feeds per call and, with ``block=True``, hands
 micropython arrays).
 """
@@ -92,87 +97,110 @@ WORDS = {
     "FV_": _FV,
 }
 
-quiet_ring = None
+block = None
 feed = None
 ring_push = None
 detect = None  # Point._detect (point.py sets it)
 
 try:
+    from array import array as _array
+
     import micropython
 
     @micropython.viper
-    def _quiet_ring(xs, j: int, n: int, buf, qv, qi, st) -> int:
+    def _block(self, ts, xs, out, start, end):
+        # Point.feed_block on viper points. Quiet runs (lo <= x < xq, the stuck run unable to
+        # raise or clear) take the ring and stuck updates here with the state in machine words;
+        # any other sample goes through _feed, exactly as a per-call feed would take it.
+        Sp = ptr32(self.st)  # type: ignore[name-defined]  # noqa: F821
+        if not Sp[_VIPER] or not isinstance(xs, _array):
+            self.pyblock(ts, xs, out, start, end)
+            return
+        n = int(end)
+        if n < 0:
+            n = int(len(xs))  # noqa: RUF046  (viper: len is an object)
+        j = int(start)
         Xp = ptr32(xs)  # type: ignore[name-defined]  # noqa: F821
-        Bp = ptr16(buf)  # type: ignore[name-defined]  # noqa: F821
-        Qp = ptr16(qv)  # type: ignore[name-defined]  # noqa: F821
-        Ip = ptr8(qi)  # type: ignore[name-defined]  # noqa: F821
-        Sp = ptr32(st)  # type: ignore[name-defined]  # noqa: F821
+        Bp = ptr16(self.buf)  # type: ignore[name-defined]  # noqa: F821
+        Qp = ptr16(self.qv)  # type: ignore[name-defined]  # noqa: F821
+        Ip = ptr8(self.qi)  # type: ignore[name-defined]  # noqa: F821
         lo = int(Sp[_LO])
-        xq = int(Sp[_XQ])
         tol = int(Sp[_TOL])
         last = int(Sp[_LAST])
         stuck = int(Sp[_STUCK])
-        stuck_on = int(Sp[_STUCKON])
         var = int(Sp[_VAR])
         w = int(Sp[_W])
-        i = int(Sp[_I])
-        rn = int(Sp[_N])
-        s = int(Sp[_S])
-        s2 = int(Sp[_S2])
-        h = int(Sp[_H])
-        c = int(Sp[_C])
-        run_x = int(Sp[_RUNX])
-        run = int(Sp[_RUN])
+        w1 = w - 1
         while j < n:
-            x = int(Xp[j])
-            if x < lo or x >= xq:
-                break
-            if stuck:
-                d = x - run_x
-                if d >= 0 - tol and d <= tol:
-                    if run >= last and not stuck_on:
+            xq = int(Sp[_XQ])  # lo when a detector is busy: nothing is quiet
+            if xq > lo:
+                stuck_on = int(Sp[_STUCKON])
+                i = int(Sp[_I])
+                rn = int(Sp[_N])
+                s = int(Sp[_S])
+                s2 = int(Sp[_S2])
+                h = int(Sp[_H])
+                c = int(Sp[_C])
+                run_x = int(Sp[_RUNX])
+                run = int(Sp[_RUN])
+                j0 = j
+                while j < n:
+                    x = int(Xp[j])
+                    if x < lo or x >= xq:
                         break
-                    run += 1
-                else:
-                    if stuck_on:
-                        break
-                    run_x = x
-                    run = 1
-            if rn == w:
-                old = int(Bp[i])
-                s += x - old
-                if var:
-                    s2 += x * x - old * old
-                if int(Ip[h]) == i:
-                    h = 0 if h == w - 1 else h + 1
-                    c -= 1
-            else:
-                rn += 1
-                s += x
-                if var:
-                    s2 += x * x
-            Bp[i] = x
-            t = h + c - 1
-            if t >= w:
-                t -= w
-            while c and int(Qp[t]) <= x:
-                c -= 1
-                t = w - 1 if t == 0 else t - 1
-            t = 0 if t == w - 1 else t + 1
-            Qp[t] = x
-            Ip[t] = i
-            c += 1
-            i = 0 if i == w - 1 else i + 1
+                    if stuck:
+                        d = x - run_x
+                        if d >= 0 - tol and d <= tol:
+                            if run >= last and not stuck_on:
+                                break
+                            run += 1
+                        else:
+                            if stuck_on:
+                                break
+                            run_x = x
+                            run = 1
+                    if rn == w:
+                        old = int(Bp[i])
+                        s += x - old
+                        if var:
+                            s2 += x * x - old * old
+                        if int(Ip[h]) == i:
+                            h = 0 if h == w1 else h + 1
+                            c -= 1
+                    else:
+                        rn += 1
+                        s += x
+                        if var:
+                            s2 += x * x
+                    Bp[i] = x
+                    k = h + c - 1
+                    if k >= w:
+                        k -= w
+                    while c and int(Qp[k]) <= x:
+                        c -= 1
+                        k = w1 if k == 0 else k - 1
+                    k = 0 if k == w1 else k + 1
+                    Qp[k] = x
+                    Ip[k] = i
+                    c += 1
+                    i = 0 if i == w1 else i + 1
+                    j += 1
+                if j > j0:
+                    Sp[_I] = i
+                    Sp[_N] = rn
+                    Sp[_S] = s
+                    Sp[_S2] = s2
+                    Sp[_H] = h
+                    Sp[_C] = c
+                    Sp[_RUNX] = run_x
+                    Sp[_RUN] = run
+                    tm = int(ts[j - 1]) & _MASK  # (the low 30 bits; truncation keeps them)
+                    Sp[_RX] = tm
+                    Sp[_PREV] = tm
+                if j >= n:
+                    break
+            _feed(self, ts[j], xs[j], out)
             j += 1
-        Sp[_I] = i
-        Sp[_N] = rn
-        Sp[_S] = s
-        Sp[_S2] = s2
-        Sp[_H] = h
-        Sp[_C] = c
-        Sp[_RUNX] = run_x
-        Sp[_RUN] = run
-        return j
 
     @micropython.viper
     def _feed(self, t, xo, out):
@@ -294,7 +322,7 @@ try:
         Sp[_C] = c + 1
         Sp[_I] = 0 if i == w - 1 else i + 1
 
-    quiet_ring = _quiet_ring
+    block = _block
     feed = _feed
     ring_push = _ring_push
 except (ImportError, AttributeError, SyntaxError):  # CPython, or a port without viper

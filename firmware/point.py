@@ -15,12 +15,10 @@ row 19: "break line", open or short is a fault, never a zero reading):
 No fresh sample for ``comms_timeout_ms`` -> FAULT no_response (cleared by the next sample).
 """
 
-from array import array
-
 from ..protocol import codes
 from ..protocol.messages import I64_MAX, I64_MIN, Event
 from . import fastpath
-from .fastpath import quiet_ring, ring_push
+from .fastpath import ring_push
 from .lifecycle import ACK, CLEAR, RAISE, RESET, Condition
 from .ring import (
     _MICROPYTHON,
@@ -190,7 +188,7 @@ class Point:
         self.xq = lo  # quiet bound for feed's fast path; lo = disabled
         # viper fast paths (MicroPython, compact ring, non-negative range): see fastpath.py
         r = self.ring
-        viper = quiet_ring is not None and r is not None and r.compact and lo >= 0
+        viper = fastpath.block is not None and r is not None and r.compact and lo >= 0
         if viper:
             st[LO_] = lo
             st[HI_] = hi
@@ -532,7 +530,9 @@ class Point:
 
         While every detector is idle and a sample cannot change any state (the common case: a
         normal reading), ``_quiet_run`` takes it with the ring update inlined; any other sample
-        goes through ``feed``. The golden vectors run through both paths.
+        goes through ``feed``. The golden vectors run through both paths. On MicroPython this
+        is ``fastpath.block`` (viper; the end of this module), which calls this one, ``pyblock``,
+        for the points it does not serve and for blocks that are not ``array('i')``.
         """
         n = len(xs) if end < 0 else end
         j = start
@@ -552,6 +552,8 @@ class Point:
             else:
                 self._full(ts[j], xs[j], out)
             j += 1
+
+    pyblock = feed_block
 
     def _quiet_bound(self):
         # The smallest sample that could make a detector act now, or None when one is busy.
@@ -575,10 +577,7 @@ class Point:
         stuck_on = self.st[STUCKON_]
         r = self.ring
         j0 = j
-        if self.st[VIPER_] and isinstance(xs, array):
-            # st[XQ_] and st[STUCKON_] are current (_refresh_quiet)
-            j = quiet_ring(xs, j, n, r.buf, r.qv, r.qi, r.st)  # type: ignore[misc,union-attr]
-        elif r is not None and r.qi is None:  # CPython's ring layout
+        if r is not None and r.qi is None:  # CPython's ring layout
             j = cpyfeed.quiet_run(self, xs, j, n, xq)
         else:
             pst = self.st
@@ -826,6 +825,13 @@ if not _MICROPYTHON:
     Point.dq = None  # type: ignore[assignment]  # (buf, qv deque, next positions, variance)
     Point.one = None  # the only detector of a point with one (feed calls it directly)
 
+vblock = fastpath.block  # (a module global: tests may wrap it)
+if vblock is not None:
+
+    def _feed_block(self, ts, xs, out, start=0, end=-1):  # Point.feed_block on MicroPython
+        vblock(self, ts, xs, out, start, end)  # type: ignore[misc]  # (viper takes no defaults)
+
+    Point.feed_block = _feed_block  # type: ignore[assignment,method-assign]
 if fastpath.feed is not None:
     Point.feed = fastpath.feed  # type: ignore[assignment]
     fastpath.detect = Point._detect  # type: ignore[assignment]  # (a global: a method lookup on a point costs more)

@@ -144,8 +144,8 @@ def test_state_word_numbers_agree() -> None:
 
 @pytest.mark.micropython
 def test_viper_fast_paths_equal_the_full_pass_on_micropython() -> None:
-    """On micropython feed is the viper fastpath.feed and feed_block uses quiet_ring: random
-    sequences give the full pass's events through both, and the same events as CPython."""
+    """On micropython feed is the viper fastpath.feed and feed_block the viper fastpath.block:
+    random sequences give the full pass's events through both, and the same events as CPython."""
     cfgs = [dict(c, range=[0, 4000]) for c in CONFIGS]
     cfgs.append(
         {
@@ -171,7 +171,7 @@ def test_viper_fast_paths_equal_the_full_pass_on_micropython() -> None:
     assert len(rows) == 12 * len(cfgs)
     check = micropython.run(
         code="from emberlink.firmware import fastpath, point\n"
-        "print(point.Point.feed is fastpath.feed, fastpath.quiet_ring is not None)\n"
+        "print(point.Point.feed is fastpath.feed, point.vblock is fastpath.block is not None)\n"
     )
     assert check.stdout.decode().split() == ["True", "True"]
     events = 0

@@ -54,17 +54,17 @@ def test_a_changed_expectation_fails(tmp_path: Path) -> None:
 
 @pytest.mark.micropython
 def test_the_viper_fast_path_is_what_the_block_vectors_exercise() -> None:
-    """On micropython feed_block takes quiet runs through fastpath.quiet_ring (viper)."""
+    """On micropython feed_block takes its blocks through fastpath.block (viper)."""
     code = (
         "import json\n"
         "from emberlink.firmware import fastpath, point\n"
         "from emberlink.firmware.golden import run_vector\n"
         "calls = [0]\n"
-        "orig = fastpath.quiet_ring\n"
+        "orig = fastpath.block\n"
         "def wrap(*a):\n"
         "    calls[0] += 1\n"
         "    return orig(*a)\n"
-        "point.quiet_ring = wrap\n"
+        "point.vblock = wrap\n"
         "vec = json.load(open({!r}))\n"
         "print(orig is not None, run_vector(vec, True) == vec['expect'], calls[0])\n"
     ).format(str(VECTORS[0].parent / "quiet_then_active.json"))
