@@ -116,6 +116,155 @@ def feed(self, t, x, out):
     self.xq = xq
 
 
+def block(self, ts, xs, out, j, n):
+    """``Point.feed_block`` for this layout (``Point.dq`` set): samples ``xs[j:n]`` at ``ts``.
+
+    Quiet runs go to ``quiet_run``; the samples between them take ``feed``'s busy path inlined
+    here, with the point's storage in locals for the whole block (no call per sample); any
+    sample that path does not take goes to ``feed`` or the full pass, as in ``feed``.
+    """
+    st = self.st
+    lo = self.lo
+    hi = self.hi
+    buf, q, nxt, var = self.dq
+    one = self.one
+    inv = getattr(one, "inv", None)  # an Overcurrent's inverse-time stage (inlined below)
+    if inv is not None:
+        pickup = inv.pickup
+        xmax = pickup * 20  # (idmt.M_MAX)
+        tab = inv.table
+    while j < n:
+        xq = self.xq
+        if xq > lo:
+            k = quiet_run(self, xs, j, n, xq)
+            if k > j:
+                st[18] = st[19] = ts[k - 1] & 0x3FFFFFFF
+                for d in self.detectors:
+                    d.quiet_done()
+                j = k
+                if j >= n:
+                    break
+        # sample j is not quiet, or the quiet run left it (its stuck run changes): feed's steps
+        x = xs[j]
+        t = ts[j]
+        j += 1
+        if x < xq and x >= lo:
+            self.feed(t, x, out)
+            continue
+        # Busy (feed's busy path)
+        if not st[39] or x > hi or x < lo:
+            self._full(t, x, out)
+            continue
+        if st[14]:
+            d = x - st[8]
+            if d and (not st[12] or d > st[12] or d < -st[12]):
+                if st[15]:
+                    self._full(t, x, out)
+                    continue
+                st[8] = x
+                st[9] = 1
+            elif st[9] >= st[13] and not st[15]:
+                self._full(t, x, out)
+                continue
+            else:
+                st[9] += 1
+        tm = t & 0x3FFFFFFF
+        dt = (tm - st[19]) & 0x3FFFFFFF
+        if dt > st[21]:
+            dt = st[21]
+        st[18] = st[19] = tm
+        i = st[0]
+        old = buf[i]
+        buf[i] = x
+        st[0] = nxt[i]
+        st[2] = st[2] + x - old
+        if var:
+            st[3] = st[3] + x * x - old * old
+        if q[0] == old:
+            q.popleft()
+        while q and q[-1] < x:
+            q.pop()
+        q.append(x)
+        if inv is not None:
+            # Overcurrent.step (one Overcurrent with an inverse stage), inlined: detectors.py
+            # holds the commented original (literals: RAISE 0, CLEAR 1, ONE = 0x20000000,
+            # the state words DTP_ 7, DTT0_ 35, DTON_ 36, DTDROP_ 37, DTDELAY_ 38)
+            r = inv.rate
+            if r >= 0 and x > pickup:
+                if r:
+                    acc = inv.acc
+                    if (
+                        (r * dt < 0x20000000 - acc)
+                        if dt < 32
+                        else (dt < (0x20000000 - acc + r - 1) // r)
+                    ):
+                        inv.acc = acc + r * dt
+                    else:
+                        inv.acc = 0
+                        c = one.inv_c
+                        if c is None or not c.cause:
+                            one._cond("inv_c", 6).apply(0, t, x, out)
+                k = inv.qmax if x >= xmax else (x << 11) // pickup
+                r = tab[k >> 8]
+                r = inv.rate = r + (((tab[(k >> 8) + 1] - r) * (k & 0xFF)) >> 8)
+            else:
+                tripped = inv.step(dt, x)
+                r = inv.rate
+                c = one.inv_c
+                if c is not None and c.cause:
+                    if not tripped and x <= (inv._drop or pickup * 95 // 100):
+                        c.apply(1, t, x, out)
+                elif tripped:
+                    one._cond("inv_c", 6).apply(0, t, x, out)
+            p = st[7]
+            if p:
+                c = one.dt_c
+                if x > p:
+                    if c is None or not c.cause:
+                        if not st[36]:
+                            st[36] = 1
+                            st[35] = tm
+                        if (tm - st[35]) & 0x3FFFFFFF >= st[38]:
+                            one._cond("dt_c", 7).apply(0, t, x, out)
+                elif x <= st[37]:
+                    st[36] = 0
+                    if c is not None and c.cause:
+                        c.apply(1, t, x, out)
+            p = one.inst_pickup
+            if p:
+                c = one.inst_c
+                on = c is not None and c.cause
+                if x >= p:
+                    if not on:
+                        one._cond("inst_c", 8).apply(0, t, x, out)
+                elif on and x <= one.inst_drop:
+                    c.apply(1, t, x, out)
+            if r > 0:
+                self.xq = lo
+                continue
+            b = one.quiet_below()
+            if b is None or not st[27]:
+                self.xq = lo
+            else:
+                self.xq = b if b <= hi else hi + 1
+            continue
+        if one is not None:
+            b = one.step(t, dt, x, out)
+            if b is None or not st[27]:
+                self.xq = lo
+            else:
+                self.xq = b if b <= hi else hi + 1
+            continue
+        xq = hi + 1 if st[27] else lo
+        for d in self.detectors:
+            b = d.step(t, dt, x, out)
+            if b is None:
+                xq = lo
+            elif b < xq:
+                xq = b
+        self.xq = xq
+
+
 _NEXT = {}  # type: dict  # window -> next_positions(window), shared (read-only)
 
 

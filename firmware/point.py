@@ -535,6 +535,9 @@ class Point:
         for the points it does not serve and for blocks that are not ``array('i')``.
         """
         n = len(xs) if end < 0 else end
+        if not _MICROPYTHON and self.dq is not None:  # CPython's ring layout
+            cpyfeed.block(self, ts, xs, out, start, n)
+            return
         j = start
         # a sample that is not quiet: feed's busy path on viper points and on CPython, else
         # _full (two direct calls: a bound method kept in a local would allocate)
