@@ -318,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
         EMBERLINK_MQTT_HOST="127.0.0.1",
         EMBERLINK_MQTT_PORT=str(mqtt_port),
         EMBERLINK_BOOTSTRAP_ADMIN_TOKEN=token,
+        # health hysteresis of seconds, not the default 30 s, so the live view shows the
+        # gateway's unsynced clock at boot cleared by the cloud's time sync within the demo
+        EMBERLINK_MIN_DWELL_S="3",
         # amqtt has no $share/ subscriptions; the demo runs one ingest worker
         EMBERLINK_MQTT_SHARED_SUBSCRIPTION="false" if kind == "embedded" else "true",
     )

@@ -91,7 +91,9 @@ class GatewaySeen:
         self.clock_unsynced = bool(b.flags & codes.BF_CLOCK_UNSYNCED)
         for ev in b.events:
             t = b.t0 + ev.dt
-            if ev.kind == codes.HEALTH and ev.health is not None:
+            # the gateway's own health (src 0); a device's (src = the device) is its poll
+            # counters, applied to that device, and must not stand in for the gateway's
+            if ev.kind == codes.HEALTH and ev.health is not None and ev.src == 0:
                 if self.health_t is None or t >= self.health_t:
                     self.health_t, self.health = t, dict(ev.health)
             elif ev.kind == codes.BIRTH:

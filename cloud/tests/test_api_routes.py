@@ -193,6 +193,22 @@ def test_fleet_overview(client: TestClient, world: World, sessions: sessionmaker
     }
 
 
+def test_device_health_does_not_hide_the_gateways_own(
+    client: TestClient, world: World, sessions: sessionmaker[Session]
+) -> None:
+    """A heartbeat carries the gateway's health (src 0) and then one per device (src = the
+    device, its poll counters) at the same instant; the gateway's figures are the src 0 ones."""
+    populate(sessions, 10)
+    device = messages.Event(codes.HEALTH, 0, 1 << 24 | 3 << 16, health={2: 17, 3: 0, 7: 0})
+    b = batch(20, 1, events=[heartbeat(outbox_depth=4321, devices_down=2), device])
+    ing = Ingestor(sessions)
+    ing.accept(topics.topic(20, "ev"), wire.seal(b))
+    ing.flush()
+    r = client.get(P + "/gateways/20", headers=world.auth("operator"))
+    assert r.status_code == 200
+    assert (r.json()["health"]["outbox_depth"], r.json()["health"]["devices_down"]) == (4321, 2)
+
+
 def test_health_history_pages(
     client: TestClient, world: World, sessions: sessionmaker[Session]
 ) -> None:
