@@ -27,8 +27,7 @@ def feed(self, t, x, out):
     if x < self.xq and x >= self.lo:  # (a busy sample fails the first test)
         # Quiet sample (see pyfeed)
         if st[14]:
-            d = x - st[8]
-            if d and (not st[12] or d > st[12] or d < -st[12]):
+            if x != st[8] and (not st[12] or not -st[12] <= x - st[8] <= st[12]):
                 if st[15]:
                     self._full(t, x, out)
                     return
@@ -66,8 +65,7 @@ def feed(self, t, x, out):
         self._full(t, x, out)
         return
     if st[14]:
-        d = x - st[8]
-        if d and (not st[12] or d > st[12] or d < -st[12]):
+        if x != st[8] and (not st[12] or not -st[12] <= x - st[8] <= st[12]):
             if st[15]:
                 self._full(t, x, out)
                 return
@@ -96,6 +94,72 @@ def feed(self, t, x, out):
     while q and q[-1] < x:
         q.pop()
     q.append(x)
+    inv = self.oinv
+    if inv is not None:
+        # the only detector is an Overcurrent with an inverse stage: its step, inlined (the
+        # same code as in block; detectors.py holds the commented original)
+        one = self.one
+        pickup = inv.pickup
+        r = inv.rate
+        if r >= 0 and x > pickup:
+            if r:
+                acc = inv.acc
+                if (
+                    (r * dt < 0x20000000 - acc)
+                    if dt < 32
+                    else (dt < (0x20000000 - acc + r - 1) // r)
+                ):
+                    inv.acc = acc + r * dt
+                else:
+                    inv.acc = 0
+                    c = one.inv_c
+                    if c is None or not c.cause:
+                        one._cond("inv_c", 6).apply(0, t, x, out)
+            k = inv.qmax if x >= pickup * 20 else (x << 11) // pickup
+            tab = inv.table
+            r = tab[k >> 8]
+            r = inv.rate = r + (((tab[(k >> 8) + 1] - r) * (k & 0xFF)) >> 8)
+        else:
+            tripped = inv.step(dt, x)
+            r = inv.rate
+            c = one.inv_c
+            if c is not None and c.cause:
+                if not tripped and x <= (inv._drop or pickup * 95 // 100):
+                    c.apply(1, t, x, out)
+            elif tripped:
+                one._cond("inv_c", 6).apply(0, t, x, out)
+        p = st[7]
+        if p:
+            c = one.dt_c
+            if x > p:
+                if c is None or not c.cause:
+                    if not st[36]:
+                        st[36] = 1
+                        st[35] = tm
+                    if (tm - st[35]) & 0x3FFFFFFF >= st[38]:
+                        one._cond("dt_c", 7).apply(0, t, x, out)
+            elif x <= st[37]:
+                st[36] = 0
+                if c is not None and c.cause:
+                    c.apply(1, t, x, out)
+        p = one.inst_pickup
+        if p:
+            c = one.inst_c
+            on = c is not None and c.cause
+            if x >= p:
+                if not on:
+                    one._cond("inst_c", 8).apply(0, t, x, out)
+            elif on and x <= one.inst_drop:
+                c.apply(1, t, x, out)
+        if r > 0:
+            self.xq = self.lo
+            return
+        b = one.quiet_below()
+        if b is None or not st[27]:
+            self.xq = self.lo
+        else:
+            self.xq = b if b <= self.hi else self.hi + 1
+        return
     # each detector's step returns its quiet bound (None: busy); xq is the lowest
     d = self.one
     if d is not None:  # one detector (the common case): no loop
@@ -156,8 +220,7 @@ def block(self, ts, xs, out, j, n):
             self._full(t, x, out)
             continue
         if st[14]:
-            d = x - st[8]
-            if d and (not st[12] or d > st[12] or d < -st[12]):
+            if x != st[8] and (not st[12] or not -st[12] <= x - st[8] <= st[12]):
                 if st[15]:
                     self._full(t, x, out)
                     continue
@@ -317,6 +380,60 @@ def quiet_run(p, xs, j, n, xq):
     """``Point._quiet_run``'s loop for CPython's layout: take ``xs[j:n]`` while quiet (every
     detector idle, ``lo <= x < xq``, the stuck run changing no condition); return the index of
     the first sample it did not take. The caller sets the times and tells the detectors."""
+    st = p.st
+    if st[1] != st[17]:  # N_ < W_: the window is still filling
+        return _quiet_fill(p, xs, j, n, xq)
+    lo = p.lo
+    stuck = st[14]  # STUCK_
+    stuck_on = st[15]  # STUCKON_
+    tol = st[12]  # TOL_
+    last = st[13]  # LAST_
+    run_x = st[8]  # RUNX_
+    run = st[9]  # RUN_
+    buf, q, nxt, var = p.dq
+    i = st[0]
+    s = st[2]
+    s2 = st[3]
+    k = j
+    for k in range(j, n):  # (a for loop: fewer bytecodes a sample than j += 1)
+        x = xs[k]
+        if x < lo or x >= xq:
+            break
+        if stuck:
+            # within the tolerance of the run's first sample (x == run_x: most often tol is 0)
+            if x == run_x or (tol and -tol <= x - run_x <= tol):
+                if run >= last and not stuck_on:
+                    break
+                run += 1
+            else:
+                if stuck_on:
+                    break
+                run_x = x
+                run = 1
+        # ring_push for a full window, inlined
+        old = buf[i]
+        s += x - old
+        if var:
+            s2 += x * x - old * old
+        if q[0] == old:
+            q.popleft()
+        buf[i] = x
+        i = nxt[i]
+        while q and q[-1] < x:
+            q.pop()
+        q.append(x)
+    else:
+        k = n  # every sample taken
+    st[0] = i
+    st[2] = s
+    st[3] = s2
+    st[8] = run_x
+    st[9] = run
+    return k
+
+
+def _quiet_fill(p, xs, j, n, xq):
+    # quiet_run while the window fills (any fill)
     st = p.st
     lo = p.lo
     stuck = st[14]  # STUCK_

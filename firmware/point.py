@@ -256,6 +256,8 @@ class Point:
         self.st[QOK_] = 1 if ok else 0
         if not _MICROPYTHON:  # (an instance slot, which a board would pay for)
             self.one = detector if len(ds) == 1 else None
+            # an Overcurrent's inverse stage when it is the only detector (cpyfeed inlines it)
+            self.oinv = getattr(detector, "inv", None) if len(ds) == 1 else None
         return detector
 
     def conditions(self):
@@ -827,6 +829,7 @@ if not _MICROPYTHON:
     Point.feed = cpyfeed.feed  # type: ignore[method-assign]
     Point.dq = None  # type: ignore[assignment]  # (buf, qv deque, next positions, variance)
     Point.one = None  # the only detector of a point with one (feed calls it directly)
+    Point.oinv = None  # its inverse-time stage when it is an Overcurrent with one
 
 vblock = fastpath.block  # (a module global: tests may wrap it)
 if vblock is not None:
