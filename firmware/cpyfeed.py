@@ -56,8 +56,10 @@ def feed(self, t, x, out):
             st[3] = st[3] + x * x - old * old
         if q[0] == old:
             q.popleft()
-        while q and q[-1] < x:
+        if q[-1] < x:  # (never empty here: it holds the previous sample, window >= 2)
             q.pop()
+            while q and q[-1] < x:
+                q.pop()
         q.append(x)
         return
     # Busy (see pyfeed)
@@ -91,8 +93,10 @@ def feed(self, t, x, out):
         st[3] = st[3] + x * x - old * old
     if q[0] == old:
         q.popleft()
-    while q and q[-1] < x:
+    if q[-1] < x:  # (never empty here: it holds the previous sample, window >= 2)
         q.pop()
+        while q and q[-1] < x:
+            q.pop()
     q.append(x)
     inv = self.oinv
     if inv is not None:
@@ -245,8 +249,10 @@ def block(self, ts, xs, out, j, n):
             st[3] = st[3] + x * x - old * old
         if q[0] == old:
             q.popleft()
-        while q and q[-1] < x:
+        if q[-1] < x:  # (never empty here: it holds the previous sample, window >= 2)
             q.pop()
+            while q and q[-1] < x:
+                q.pop()
         q.append(x)
         if inv is not None:
             # Overcurrent.step (one Overcurrent with an inverse stage), inlined: detectors.py
@@ -419,8 +425,10 @@ def quiet_run(p, xs, j, n, xq):
             q.popleft()
         buf[i] = x
         i = nxt[i]
-        while q and q[-1] < x:
+        if q[-1] < x:  # (never empty here: it holds the previous sample, window >= 2)
             q.pop()
+            while q and q[-1] < x:
+                q.pop()
         q.append(x)
     else:
         k = n  # every sample taken
