@@ -464,10 +464,12 @@ def live_view(
                 )
         gw = client.get(f"/gateways/{GATEWAY_ID}").json()
         h = gw.get("health") or {}
-        state = f"{h.get('status')} ({h.get('reason')}), outbox {h.get('outbox_depth')}"
-        if state != last_health:
+        state = f"{h.get('status')} ({h.get('reason')})"
+        if state != last_health:  # a line per change of health, not per outbox depth
             last_health = state
-            print(f"          gateway {GATEWAY_ID}: {state}", flush=True)
+            depth = h.get("outbox_depth")
+            queued = "" if depth is None else f", {depth} events queued on the gateway"
+            print(f"          gateway {GATEWAY_ID}: {state}{queued}", flush=True)
         time.sleep(1.0)
     fleet = client.get("/fleet").json()
     print("\nfleet:", json.dumps(fleet))
