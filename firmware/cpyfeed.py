@@ -119,10 +119,11 @@ def feed(self, t, x, out):
                     c = one.inv_c
                     if c is None or not c.cause:
                         one._cond("inv_c", 6).apply(0, t, x, out)
-            k = inv.qmax if x >= pickup * 20 else (x << 11) // pickup
+            m = inv.qmax if x >= pickup * 20 else (x << 11) // pickup
             tab = inv.table
-            r = tab[k >> 8]
-            r = inv.rate = r + (((tab[(k >> 8) + 1] - r) * (k & 0xFF)) >> 8)
+            k = m >> 8
+            r = tab[k]
+            r = inv.rate = r + (((tab[k + 1] - r) * (m & 0xFF)) >> 8)
         else:
             tripped = inv.step(dt, x)
             r = inv.rate
@@ -273,9 +274,10 @@ def block(self, ts, xs, out, j, n):
                         c = one.inv_c
                         if c is None or not c.cause:
                             one._cond("inv_c", 6).apply(0, t, x, out)
-                k = inv.qmax if x >= xmax else (x << 11) // pickup
-                r = tab[k >> 8]
-                r = inv.rate = r + (((tab[(k >> 8) + 1] - r) * (k & 0xFF)) >> 8)
+                m = inv.qmax if x >= xmax else (x << 11) // pickup
+                k = m >> 8
+                r = tab[k]
+                r = inv.rate = r + (((tab[k + 1] - r) * (m & 0xFF)) >> 8)
             else:
                 tripped = inv.step(dt, x)
                 r = inv.rate
