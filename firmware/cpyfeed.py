@@ -10,7 +10,12 @@ vectors and test_fastpaths hold both to the full pass. What differs:
 * the ring update: CPython's rolling-max queue is a ``collections.deque`` of values (ring.py),
   so the push is a few C calls (``popleft``/``pop``/``append``) instead of circular-index
   arithmetic, and the next ring position is one tuple subscript (``Point.dq``);
-* a point with one detector (the common case) calls it directly (``Point.one``), no loop;
+* a point with one detector (the common case) calls it directly (``Point.one``), no loop; when
+  that detector is an Overcurrent with an inverse stage (``Point.oinv``), its step is inlined
+  (detectors.py holds the original; test_fastpaths and the golden vectors hold the copy to it);
+* ``block`` is ``Point.feed_block``'s loop for this layout: quiet runs in ``quiet_run``, the
+  samples between them through the same busy path inlined, with the point's storage in locals
+  for the whole block;
 * smaller things that count on CPython, where a sample costs about 2 ns a bytecode: the quiet
   test reads ``xq`` first (a busy sample fails it at once), ``st[k] = st[k] + v`` instead of
   ``+=`` (two bytecodes fewer), the state words as literal numbers (ring.py names them;
