@@ -10,7 +10,8 @@ detectors, the flash outbox and the MQTT client. ``run()`` repeats:
 2. the uplink: connect with backoff (birth stored and published retained on ``state``, the
    will a death with seq0 = 0), the session's keepalive and retransmissions, then batches from
    the outbox, alarm lane first with a publish slot of its own; a record is acknowledged in
-   the outbox on its PUBACK; commands (rebirth, time sync) answered on ``res``;
+   the outbox on its PUBACK, or with ``cloud_ack`` on the cloud's Ack (cloudack.py);
+   commands (rebirth, test mode, time sync, reset, resend: commands.py) answered on ``res``;
 3. the heartbeat (HEALTH events, gateway and per device) every ``heartbeat_s``, a status file,
    the watchdog fed while reads and the outbox make progress, the heap high-water mark.
 
@@ -47,11 +48,7 @@ BACKOFF_MAX_MS = const(60000)  # a down device is probed at least once a minute
 GC_EVERY_MS = const(1000)
 ALARM_LANE = const(0)  # outbox.ALARM_LANE
 BULK_LANE = const(1)  # outbox.BULK_LANE
-OP_REBIRTH = const(1)  # messages.OP_REBIRTH
-OP_TIME_SYNC = const(3)  # messages.OP_TIME_SYNC
-RES_OK = const(0)  # messages.RES_OK
-RES_UNKNOWN_OP = const(1)
-RES_BAD_ARGS = const(2)
+EF_TEST = const(1)  # codes.EF_TEST
 
 
 def log(*args):
@@ -73,6 +70,7 @@ class Device:
         self.polls_ok = 0
         self.polls_failed = 0
         self.exc = 0
+        self.test = False  # in test mode (the device, or the whole gateway): see commands.py
         self.pts = []
 
 
@@ -97,6 +95,9 @@ class App:
         self.masters = {}
         self.devices = []
         self.reads = []
+        self.test_all = False  # the whole gateway in test mode (commands.py)
+        self.test_devs = []  # type: list  # devices (src with point 0) in test mode
+        self.test_timers = []  # type: list  # (ticks, src): test mode off then
         _forget("emberlink.firmware.board.conf")  # checked: the checker is not needed again
         gc.collect()
         self._build(cfg)
@@ -178,7 +179,14 @@ class App:
         self.t_state = topics.topic(self.gw, "state")
         self.t_res = topics.topic(self.gw, "res")
         self.t_cmd = topics.topic(self.gw, "cmd")
-        _forget("emberlink.protocol.topics")  # four strings were all the board needed
+        self.t_ack = None
+        self.acks = None  # cloud-ack mode: records leave the outbox on the cloud's Ack
+        if m["cloud_ack"]:
+            from .cloudack import CloudAck
+
+            self.t_ack = topics.topic(self.gw, "ack")
+            self.acks = CloudAck(self.outbox, self.gw, m["cloud_ack_timeout_ms"])
+        _forget("emberlink.protocol.topics")  # a few strings were all the board needed
         death = Event(codes.DEATH, 0, 0, code=102)
         self.client = Client(
             m["host"],
@@ -257,7 +265,9 @@ class App:
         if dev.down:
             dev.down = False
             log(dev.name, "answers again")
-            self.emit(Event(codes.COMMS, 0, dev.src, state=codes.NORMAL, part=dev.part), t)
+            ev = Event(codes.COMMS, 0, dev.src, state=codes.NORMAL, part=dev.part,
+                       eflags=EF_TEST if dev.test else None)  # fmt: skip
+            self.emit(ev, t)
             for x in self.reads:
                 if x.dev is dev:
                     x.due = t
@@ -277,7 +287,8 @@ class App:
         return 0
 
     def _devfault(self, dev, state):
-        return Event(codes.FAULT, 0, dev.src, state=state, code=57, sys=dev.sys, part=dev.part)
+        return Event(codes.FAULT, 0, dev.src, state=state, code=57, sys=dev.sys, part=dev.part,
+                     eflags=EF_TEST if dev.test else None)  # fmt: skip
 
     def _failed(self, dev, r, rc, t):
         dev.polls_failed += 1
@@ -291,7 +302,8 @@ class App:
             dev.backoff = r.period
             code = self.rtu.CONDITION[rc]
             log(dev.name, "down after", dev.fails, "failures:", self.rtu.ERROR_NAMES[rc])
-            ev = Event(codes.COMMS, 0, dev.src, state=codes.ACTIVE, code=code, part=dev.part)
+            ev = Event(codes.COMMS, 0, dev.src, state=codes.ACTIVE, code=code, part=dev.part,
+                       eflags=EF_TEST if dev.test else None)  # fmt: skip
             self.emit(ev, t)
             for p in dev.pts:
                 p.stale()
@@ -300,38 +312,24 @@ class App:
     def _on_puback(self, pid):
         p = self.pending.pop(pid, None)
         if p is not None:
-            self.outbox.ack(p[1], p[2], p[3])
+            if self.acks is None:
+                self.outbox.ack(p[1], p[2], p[3])
+            else:  # stored until the cloud's Ack covers it
+                self.acks.puback(p[1], p[2], p[3], ticks_ms())
             self.published += 1
             self.progress += 1
 
     def _on_message(self, topic, payload):
-        if topic != self.t_cmd:
-            return  # the board subscribes to its own command topic only
-        from ...protocol import cbor, messages
-        from ...protocol.errors import ProtocolError
+        if topic == self.t_cmd:
+            from . import commands  # rare: loaded for the command and let go after
 
-        try:
-            cmd = messages.command_from_map(cbor.loads(payload))
-        except ProtocolError as e:
-            log("refused message on", topic, ":", e)
-            return
-        if cmd.gw != self.gw:
-            return
-        args = cmd.args or {}
-        res, note = RES_OK, None
-        if cmd.op == OP_REBIRTH:
-            self.birth()
-            self.heartbeat()
-        elif cmd.op == OP_TIME_SYNC:
-            if not isinstance(args.get(0), int) or args[0] <= 0:
-                res, note = RES_BAD_ARGS, "args {0: UTC ms} required"
-            else:
-                self.clock.sync(args[0])
-        else:
-            res, note = RES_UNKNOWN_OP, "op " + str(cmd.op) + " not supported"
-        self.client.publish(
-            self.t_res, messages.encode(messages.Result(self.gw, cmd.id, res, note))
-        )
+            res = commands.handle(self, payload)
+            _forget("emberlink.firmware.board.commands")
+            if res is not None:
+                self.client.publish(self.t_res, res)
+        elif topic == self.t_ack and self.acks is not None and self.acks.on_ack(payload):
+            self.progress += 1
+        # the board subscribes to its own command (and ack) topics only
 
     def birth(self):
         info = {0: VERSION, 1: PLATFORM, 2: self.caps, 3: self.heartbeat_s, 4: self.serial}
@@ -347,6 +345,8 @@ class App:
             self.client.forget(pid)
         self.pending = {}
         self.outbox.requeue()
+        if self.acks is not None:
+            self.acks.clear()
         self.next_connect = ticks_add(ticks_ms(), self.backoff)
         self.backoff = min(self.backoff * 2, self.backoff_max)
 
@@ -362,6 +362,8 @@ class App:
                 c.inflight = {}  # the outbox sends its records again itself
                 c.connect(5000)
                 c.subscribe(self.t_cmd)
+                if self.t_ack is not None:
+                    c.subscribe(self.t_ack)
                 self.birth()
             except self.link_errors as e:
                 self._drop_link("connect: " + str(e))
@@ -371,6 +373,8 @@ class App:
         try:
             self._send()
             c.poll(wait_ms)
+            if self.acks is not None:
+                self.acks.check(ticks_ms())
             self._send()
         except self.link_errors as e:
             self._drop_link(str(e))
@@ -418,6 +422,8 @@ class App:
             "heap_total": gc.mem_alloc() + gc.mem_free(),
             "watchdog_feeds": self.wdt.feeds if self.wdt else 0,
             "loop_faults": self.faults,
+            "cloud_acked": self.acks.acked if self.acks else None,
+            "test_mode": self.test_all or len(self.test_devs) > 0,
             "devices": {d.name: [d.polls_ok, d.polls_failed, int(d.down)] for d in self.devices},
         }
 
@@ -441,6 +447,8 @@ class App:
         if ticks_diff(now, self.last_gc) >= GC_EVERY_MS:
             self.last_gc = now
             gc.collect()
+        if self.test_timers:
+            self._test_timers(now)
         if ticks_diff(now, self.last_hb) >= self.heartbeat_s * 1000:
             self.last_hb = now
             self.heartbeat()
@@ -448,6 +456,17 @@ class App:
             self.progress = 0
             if self.wdt is not None:
                 self.wdt.feed()
+
+    def _test_timers(self, now):
+        due = [x for x in self.test_timers if ticks_diff(now, x[0]) >= 0]
+        if not due:
+            return
+        self.test_timers = [x for x in self.test_timers if ticks_diff(now, x[0]) < 0]
+        from . import commands
+
+        for x in due:
+            commands.set_test(self, x[1], False)
+        _forget("emberlink.firmware.board.commands")
 
     # --- life --------------------------------------------------------------------------------
     def step(self):

@@ -38,7 +38,7 @@ BOARD_MODULES = {
         p.stem for p in (ROOT / "firmware").glob("*.py") if p.stem not in NOT_ON_BOARD
     ),
     "firmware/board": ["__init__", "compat", "enc", "mqtt", "client", "modbus_rtu", "outbox",
-                       "points", "hw", "conf", "app"],
+                       "points", "hw", "conf", "commands", "cloudack", "app"],
 }  # fmt: skip
 KEEP_POINT = (
     "id", "name", "address", "type", "words", "table", "byte_order", "word_order", "scale",
@@ -95,7 +95,9 @@ def board_config(site: Path, data_dir: str | None = None, clock_synced: bool = F
                  "username": m.username, "password": m.password,
                  "retry_ms": int(m.puback_timeout_s * 1000),
                  "backoff_min_ms": int(m.backoff_min_s * 1000),
-                 "backoff_max_ms": int(m.backoff_max_s * 1000)},
+                 "backoff_max_ms": int(m.backoff_max_s * 1000),
+                 "cloud_ack": m.cloud_ack,
+                 "cloud_ack_timeout_ms": int(m.cloud_ack_timeout_s * 1000)},
         "outbox": {"max_telemetry": min(g.outbox.max_telemetry, 512), "seg_records": 64,
                    "batch_max_events": min(g.outbox.batch_max_events, 32)},
         "buses": buses,

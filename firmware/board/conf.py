@@ -3,7 +3,8 @@ file (TOML) and device profiles the Pi gateway reads, checked again here with a 
 
 Top level: ``gw``, ``serial``, ``heartbeat_s``, ``series_s``, ``data_dir``, ``clock_synced``,
 ``mqtt`` {host, port, keepalive_s, client_id, username, password, retry_ms, backoff_min_ms,
-backoff_max_ms, mac_key_hex}, ``outbox`` {max_telemetry, seg_records, batch_max_events},
+backoff_max_ms, mac_key_hex, cloud_ack, cloud_ack_timeout_ms}, ``outbox`` {max_telemetry,
+seg_records, batch_max_events},
 ``buses`` [{id, device | uart, baud, char_bits, timeout_ms, down_after, tx, rx, de}],
 ``devices`` [{bus, unit, name, profile, status_ms, telemetry_ms}] and ``profiles`` {name:
 {sys, part, points: [...], reads: [{class, fc, address, count, points: [index...]}]}} where each
@@ -93,6 +94,8 @@ def check(raw):
         "backoff_min_ms": _int(m, "backoff_min_ms", "mqtt.", 500, 10, 60000),
         "backoff_max_ms": _int(m, "backoff_max_ms", "mqtt.", 60000, 100, 3600000),
         "mac_key": mac,
+        "cloud_ack": m.get("cloud_ack", False) is True,
+        "cloud_ack_timeout_ms": _int(m, "cloud_ack_timeout_ms", "mqtt.", 60000, 1000, 3600000),
     }
     o = _table(raw, "outbox", "")
     c["outbox"] = {

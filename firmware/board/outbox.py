@@ -413,6 +413,36 @@ class Outbox:
         """Records ``first..last`` of ``boot`` are delivered: forget them, durably."""
         self._mark(boot, first, last)
 
+    def ack_upto(self, boot, hwm):
+        """The cloud's Ack: every record of ``boot`` with seq <= ``hwm`` is stored there. Marks
+        them delivered (one acks record, none when nothing changes); returns how many."""
+        lo, n = 0, 0
+        for s in self.segs:
+            if s.boot != boot:
+                continue
+            for i in range(min(s.n, hwm - s.first + 1)):
+                if s.state[i] & 3 != DONE:
+                    if not lo:
+                        lo = s.first + i
+                    n += 1
+        if n:
+            self._mark(boot, lo, hwm)
+        return n
+
+    def resend_from(self, boot, seq):
+        """Queue again every stored record from ``(boot, seq)`` on (the cloud asks, or did not
+        ack in time); they say replayed when sent. Returns how many."""
+        n = 0
+        for s in self.segs:
+            if s.boot < boot:
+                continue
+            st = s.state
+            for i in range(s.n):
+                if st[i] & 3 != DONE and (s.boot > boot or s.first + i >= seq):
+                    st[i] = QUEUED | SENT
+                    n += 1
+        return n
+
     def requeue(self):
         """The link dropped: everything in flight is queued again (and will say replayed)."""
         for s in self.segs:

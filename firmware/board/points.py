@@ -89,6 +89,7 @@ class Pt:
                 self.values[v["value"]] = (v["kind"], v["code"])
         self.last = -1  # last status word / enum value; -1: nothing seen
         self.fault = 0  # active sensor-fault condition code
+        self.test = False  # the device (or gateway) is in test mode: alarms carry EF_TEST
         self.det = None
         if p.get("detector"):
             from ..config import build_point  # at start only: app.py drops the builder after
@@ -130,14 +131,19 @@ class Pt:
         return w
 
     def _cond(self, emit, kind, code, on, t):
+        # in test mode an alarm-class event says so (the Pi's PointTranslator._out): a test,
+        # not a fire; the detectors' own events are marked by the core (Point.set_test)
+        test = self.test and kind in codes.PRIORITY_KINDS
+        plain = kind == codes.TEST_MODE  # a panel's test bit: test_mode has no code, sys, part
         ev = Event(
             kind,
             0,
             self.src,
             state=codes.ACTIVE if on else codes.NORMAL,
-            code=code,
-            sys=self.sys,
-            part=self.part,
+            code=None if plain else code,
+            sys=None if plain else self.sys,
+            part=None if plain else self.part,
+            eflags=codes.EF_TEST if test else None,
         )
         emit(ev, t)
 
