@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = ("changethis", "changeme", "secret", "password")
+PDF_FONT_SUFFIXES = (".ttf", ".ttc", ".otf", ".otc")
 MIN_BOOTSTRAP_TOKEN = 32  # characters: an API token is a bearer secret, not a password
 
 
@@ -77,6 +79,14 @@ class Settings(BaseSettings):
     # answers 503, the command marked send_failed: a request never hangs on a dead broker.
     command_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
+    # PDF reports (maintenance): a TrueType/OpenType font file with Chinese glyphs (.ttf, .otf,
+    # or a .ttc/.otc collection, whose "SC"/"CN" face is taken if it has one, else the first),
+    # embedded as a subset in each PDF. Unset: the first common system CJK font found
+    # (fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk, fonts-arphic). No font at all: core
+    # Helvetica with text outside Latin-1 written as \uXXXX escapes, and one WARNING. A
+    # configured file that does not exist is a configuration error, refused at start.
+    pdf_font: str | None = None
+
     # Creates the first admin when the user table is empty (the CLI create-admin is the other way).
     bootstrap_admin_token: str | None = None
 
@@ -93,6 +103,14 @@ class Settings(BaseSettings):
                     f"EMBERLINK_BOOTSTRAP_ADMIN_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN} "
                     "characters"
                 )
+        if self.pdf_font is not None:
+            font = Path(self.pdf_font).expanduser()
+            if font.suffix.lower() not in PDF_FONT_SUFFIXES:
+                raise ValueError(
+                    f"EMBERLINK_PDF_FONT must be a {'/'.join(PDF_FONT_SUFFIXES)} file: {font}"
+                )
+            if not font.is_file():
+                raise ValueError(f"EMBERLINK_PDF_FONT: no such font file: {font}")
         if self.backlog_low >= self.backlog_high:
             raise ValueError("backlog_low must be below backlog_high")
         return self

@@ -1,24 +1,119 @@
 """Reports: a unit's month, the annual test report (CSV and PDF), overdue per firm, compliance.
 
-PDFs use fpdf2's core Helvetica (Latin-1); text outside Latin-1 (Chinese names) is written as
-``\\uXXXX`` escapes rather than failing, so no CJK font is needed.
+PDFs are written in a CJK-capable TrueType/OpenType font (``EMBERLINK_PDF_FONT``, else the
+first common system CJK font found: fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk,
+fonts-arphic), subset-embedded by fpdf2, so Chinese names, findings and notes are in the PDF as
+text. Without any such font they fall back to fpdf2's core Helvetica (Latin-1) with text outside
+Latin-1 written as ``\\uXXXX`` escapes, and one WARNING says which setting to use.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from fontTools.ttLib import TTCollection
 from fpdf import FPDF
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import models
+from ..core.config import PDF_FONT_SUFFIXES, get_settings
 from . import service
 from .service import CATALOGUES, local_date
+
+log = logging.getLogger(__name__)
+
+# Where Debian/Ubuntu (and Fedora) packages put common CJK fonts, under FONT_ROOTS, in order of
+# preference: fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk, fonts-arphic-uming/ukai.
+FONT_ROOTS = (Path("/usr/share/fonts"),)
+CJK_FONTS = (
+    "truetype/wqy/wqy-microhei.ttc",
+    "wqy-microhei/wqy-microhei.ttc",
+    "truetype/wqy/wqy-zenhei.ttc",
+    "wqy-zenhei/wqy-zenhei.ttc",
+    "opentype/noto/NotoSansCJK-Regular.ttc",
+    "truetype/noto/NotoSansCJK-Regular.ttc",
+    "google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "opentype/noto/NotoSerifCJK-Regular.ttc",
+    "truetype/arphic/uming.ttc",
+    "truetype/arphic/ukai.ttc",
+)
+# In a collection, the face for simplified Chinese when it has one (Noto CJK: "... SC").
+PREFERRED_FACES = ("SC", "CN", "GB")
+
+
+class PdfFontError(ValueError):
+    """The configured PDF font cannot be used."""
+
+
+@dataclass(frozen=True)
+class PdfFont:
+    """The font of the PDF reports: ``path`` None is core Helvetica with escapes."""
+
+    path: Path | None = None
+    face: int = 0  # face index in a .ttc/.otc collection
+    bold: Path | None = None  # a bold file of the same family, else bold is the regular face
+    bold_face: int = 0
+
+
+def _face(path: Path) -> int:
+    """The face of a collection to use: the simplified-Chinese one if named so, else 0."""
+    if path.suffix.lower() not in (".ttc", ".otc"):
+        return 0
+    try:
+        faces = TTCollection(str(path), lazy=True).fonts
+        names = [str(f["name"].getDebugName(1) or "") for f in faces]
+    except Exception as e:  # fontTools raises many kinds on a bad file
+        raise PdfFontError(f"cannot read font collection {path}: {e}") from e
+    for i, name in enumerate(names):
+        if name.rsplit(" ", 1)[-1] in PREFERRED_FACES:
+            return i
+    return 0
+
+
+def _font(path: Path) -> PdfFont:
+    face = _face(path)
+    bold = path.with_name(path.name.replace("-Regular.", "-Bold."))
+    if bold != path and bold.is_file():
+        return PdfFont(path, face, bold, _face(bold))
+    return PdfFont(path, face)
+
+
+@lru_cache(maxsize=8)
+def resolve_font(configured: str | None, roots: tuple[Path, ...] = FONT_ROOTS) -> PdfFont:
+    """The report font: the configured file, else the first of ``CJK_FONTS`` under ``roots``,
+    else core Helvetica (logged once at WARNING). A configured file that is missing or of the
+    wrong kind raises ``PdfFontError`` (the settings refuse it at start already)."""
+    if configured is not None:
+        path = Path(configured).expanduser()
+        if path.suffix.lower() not in PDF_FONT_SUFFIXES:
+            raise PdfFontError(f"EMBERLINK_PDF_FONT is not a font file ({path.suffix}): {path}")
+        if not path.is_file():
+            raise PdfFontError(f"EMBERLINK_PDF_FONT: no such font file: {path}")
+        return _font(path)
+    for root in roots:
+        for rel in CJK_FONTS:
+            if (root / rel).is_file():
+                return _font(root / rel)
+    log.warning(
+        "no CJK font found under %s: PDF reports write Chinese text as \\uXXXX escapes; "
+        "install fonts-wqy-microhei or set EMBERLINK_PDF_FONT to a .ttf/.ttc/.otf file",
+        ", ".join(str(r) for r in roots),
+    )
+    return PdfFont()
+
+
+def default_font() -> PdfFont:
+    return resolve_font(get_settings().pdf_font)
+
 
 ITEM_COLUMNS = [
     "visit_id",
@@ -78,6 +173,7 @@ def item_rows(session: Session, visits: Sequence[models.MaintVisit]) -> list[dic
                     "measured": "" if i["measured"] is None else f"{i['measured']:g}",
                     "limit": _limit(req),
                     "within_limits": {None: "", True: "yes", False: "NO"}[i["within_limits"]],
+                    "note": i["note"],
                     "evidence": "; ".join(e["text"] for e in i["evidence"]),
                     "flag": i["flag"] or "",
                 }
@@ -99,26 +195,40 @@ def latin1(text: str) -> str:
 
 
 class _Pdf(FPDF):
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, font: PdfFont) -> None:
         super().__init__(orientation="L", format="A4")
-        self.title_text = latin1(title)
+        if font.path is None:
+            self.body_font = "Helvetica"
+            self.enc: Callable[[str], str] = latin1
+        else:
+            # fpdf2 cannot embolden a TrueType face: without a bold file, bold is the regular
+            # face (headings still stand out by their size).
+            self.body_font, self.enc = "EmberLinkCJK", str
+            self.add_font(self.body_font, "", font.path, collection_font_number=font.face)
+            self.add_font(
+                self.body_font,
+                "B",
+                font.bold or font.path,
+                collection_font_number=font.bold_face if font.bold else font.face,
+            )
+        self.title_text = self.enc(title)
         self.set_title(self.title_text)
         self.set_creator("EmberLink")
         self.set_auto_page_break(auto=True, margin=12)
 
     def header(self) -> None:
-        self.set_font("Helvetica", "B", 12)
+        self.set_font(self.body_font, "B", 12)
         self.cell(0, 8, self.title_text, new_x="LMARGIN", new_y="NEXT")
         self.ln(1)
 
     def footer(self) -> None:
         self.set_y(-10)
-        self.set_font("Helvetica", "", 7)
+        self.set_font(self.body_font, "", 7)
         self.cell(0, 5, f"EmberLink maintenance record - page {self.page_no()}", align="R")
 
     def line_text(self, text: str, size: int = 8, bold: bool = False) -> None:
-        self.set_font("Helvetica", "B" if bold else "", size)
-        self.multi_cell(0, 4.5, latin1(text), new_x="LMARGIN", new_y="NEXT")
+        self.set_font(self.body_font, "B" if bold else "", size)
+        self.multi_cell(0, 4.5, self.enc(text), new_x="LMARGIN", new_y="NEXT")
 
 
 def render_pdf(
@@ -127,10 +237,15 @@ def render_pdf(
     session: Session,
     visits: Sequence[models.MaintVisit],
     extra: Sequence[str] = (),
+    font: PdfFont | None = None,
 ) -> bytes:
-    pdf = _Pdf(title)
+    pdf = _Pdf(title, font or default_font())
     pdf.add_page()
     pdf.line_text(f"Unit: {unit.name} ({unit.kind}), {unit.address}")
+    S = models.Site
+    sites = session.scalars(select(S.name).where(S.unit_id == unit.id).order_by(S.id)).all()
+    if sites:
+        pdf.line_text("Sites: " + ", ".join(sites))
     for line in extra:
         pdf.line_text(line, bold=True)
     if not visits:
@@ -157,6 +272,7 @@ def render_pdf(
             pdf.line_text(
                 f"  {r['code']}  {r['result'].upper():<6} {r['measured']} {r['limit']}"
                 f" {r['title']}"
+                + (f"  | {r['note']}" if r["note"] else "")
                 + (f"  | {r['evidence']}" if r["evidence"] else "")
                 + (f"  | REVIEW: {r['flag']}" if r["flag"] else "")
             )
@@ -174,13 +290,15 @@ def month_bounds(month: str) -> tuple[date, date]:
     return first, date.fromordinal(nxt.toordinal() - 1)
 
 
-def monthly(session: Session, unit: models.Unit, month: str, fmt: str) -> tuple[bytes, str]:
+def monthly(
+    session: Session, unit: models.Unit, month: str, fmt: str, font: PdfFont | None = None
+) -> tuple[bytes, str]:
     first, last = month_bounds(month)
     visits = _visits(session, unit.id, first, last)
     if fmt == "csv":
         return to_csv(item_rows(session, visits), ITEM_COLUMNS).encode(), "text/csv"
     title = f"Maintenance record {month} - {unit.name}"
-    return render_pdf(title, unit, session, visits), "application/pdf"
+    return render_pdf(title, unit, session, visits, font=font), "application/pdf"
 
 
 def annual_coverage(session: Session, unit: models.Unit, year: int) -> list[dict[str, Any]]:
@@ -231,7 +349,9 @@ def untested_points(session: Session, unit: models.Unit, year: int) -> list[dict
     return out
 
 
-def annual(session: Session, unit: models.Unit, year: int, fmt: str) -> tuple[bytes, str]:
+def annual(
+    session: Session, unit: models.Unit, year: int, fmt: str, font: PdfFont | None = None
+) -> tuple[bytes, str]:
     visits = _visits(session, unit.id, date(year, 1, 1), date(year, 12, 31), ["annual_test"])
     coverage = annual_coverage(session, unit, year)
     untested = untested_points(session, unit, year)
@@ -252,7 +372,7 @@ def annual(session: Session, unit: models.Unit, year: int, fmt: str) -> tuple[by
     if unit.kind == "key_unit":
         extra.append(f"Key unit: file this record with the fire authority by {year}-12-31.")
     title = f"Annual test report {year} - {unit.name}"
-    return render_pdf(title, unit, session, visits, extra), "application/pdf"
+    return render_pdf(title, unit, session, visits, extra, font), "application/pdf"
 
 
 BAD_STATES = ("grace", "overdue", "escalated")

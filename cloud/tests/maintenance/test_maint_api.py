@@ -267,7 +267,7 @@ def test_check_window_evidence_signature_immutability_and_correction(
     assert r.status_code == 200 and r.content.startswith(b"%PDF")
     pdf_text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(r.content)).pages)
     assert "Maintenance record" in pdf_text and "FA-M-DET" in pdf_text
-    assert "Zhang" in pdf_text  # the Chinese character is escaped, not a crash
+    assert "Zhang 张" in pdf_text  # with the CJK font (test_reports_cjk.py: the fallback)
     r = client.get(
         P + f"/reports/annual?unit_id={world.unit_a}&year={month[:4]}&format=pdf", headers=h
     )
