@@ -82,10 +82,12 @@ def test_monthly_pdf_carries_the_chinese_text(
     assert r.status_code == 200 and r.content.startswith(b"%PDF")
     assert b"/FontFile2" in r.content  # the font travels with the PDF (a subset)
     text = _text(r.content)
-    for s in (f"Maintenance record {month} - {UNIT}", SITE, POINT, NOTE, DEFECT, "Zhang 张"):
-        assert s in text, s
+    title = f"Maintenance record {month} - {UNIT}"
+    for want in (title, SITE, POINT, NOTE, DEFECT, "Zhang 张"):
+        assert want in text, want
     assert "\\u" not in text
-    assert PdfReader(io.BytesIO(r.content)).metadata.title == f"Maintenance record {month} - {UNIT}"
+    meta = PdfReader(io.BytesIO(r.content)).metadata
+    assert meta is not None and meta.title == title
 
 
 def test_a_configured_font_that_is_missing_is_refused_at_start(tmp_path: Path) -> None:
