@@ -56,6 +56,8 @@ def log(*args):
 
 
 class Device:
+    test = False  # in test mode (the device, or the whole gateway): set by commands.py
+
     def __init__(self, d, bus, prof):
         self.name = d["name"]
         self.unit = d["unit"]
@@ -70,7 +72,6 @@ class Device:
         self.polls_ok = 0
         self.polls_failed = 0
         self.exc = 0
-        self.test = False  # in test mode (the device, or the whole gateway): see commands.py
         self.pts = []
 
 
@@ -97,7 +98,7 @@ class App:
         self.reads = []
         self.test_all = False  # the whole gateway in test mode (commands.py)
         self.test_devs = []  # type: list  # devices (src with point 0) in test mode
-        self.test_timers = []  # type: list  # (ticks, src): test mode off then
+        self.test_timers = []  # type: list  # (ticks, src), soonest first: test mode off
         _forget("emberlink.firmware.board.conf")  # checked: the checker is not needed again
         gc.collect()
         self._build(cfg)
@@ -321,12 +322,7 @@ class App:
 
     def _on_message(self, topic, payload):
         if topic == self.t_cmd:
-            from . import commands  # rare: loaded for the command and let go after
-
-            res = commands.handle(self, payload)
-            _forget("emberlink.firmware.board.commands")
-            if res is not None:
-                self.client.publish(self.t_res, res)
+            self._commands("handle", payload)
         elif topic == self.t_ack and self.acks is not None and self.acks.on_ack(payload):
             self.progress += 1
         # the board subscribes to its own command (and ack) topics only
@@ -422,8 +418,6 @@ class App:
             "heap_total": gc.mem_alloc() + gc.mem_free(),
             "watchdog_feeds": self.wdt.feeds if self.wdt else 0,
             "loop_faults": self.faults,
-            "cloud_acked": self.acks.acked if self.acks else None,
-            "test_mode": self.test_all or len(self.test_devs) > 0,
             "devices": {d.name: [d.polls_ok, d.polls_failed, int(d.down)] for d in self.devices},
         }
 
@@ -447,8 +441,9 @@ class App:
         if ticks_diff(now, self.last_gc) >= GC_EVERY_MS:
             self.last_gc = now
             gc.collect()
-        if self.test_timers:
-            self._test_timers(now)
+        t = self.test_timers  # soonest first
+        if t and ticks_diff(now, t[0][0]) >= 0:
+            self._commands("expire", now)
         if ticks_diff(now, self.last_hb) >= self.heartbeat_s * 1000:
             self.last_hb = now
             self.heartbeat()
@@ -457,15 +452,12 @@ class App:
             if self.wdt is not None:
                 self.wdt.feed()
 
-    def _test_timers(self, now):
-        due = [x for x in self.test_timers if ticks_diff(now, x[0]) >= 0]
-        if not due:
-            return
-        self.test_timers = [x for x in self.test_timers if ticks_diff(now, x[0]) < 0]
+    def _commands(self, what, arg):
+        """``commands.<what>(self, arg)``: commands are rare, so commands.py is loaded for the
+        occasion and let go after (its bytecode does not stay in the heap)."""
         from . import commands
 
-        for x in due:
-            commands.set_test(self, x[1], False)
+        getattr(commands, what)(self, arg)
         _forget("emberlink.firmware.board.commands")
 
     # --- life --------------------------------------------------------------------------------

@@ -13,18 +13,19 @@ The same operations, checks, result codes and notes as the Pi gateway (edge/upli
 * resend (5) {0: seq, ?1: boot}: stored records from seq queued again (flagged replayed).
 
 Anything else is unknown_op. Commands are rare, so this module is imported when one arrives
-and let go afterwards (app.py): its bytecode does not sit in the heap between them.
+and let go afterwards (``App._commands``): its bytecode does not sit in the heap between them.
 """
 
 from ...protocol import codes, messages
 from ...protocol.messages import Event
-from .compat import ticks_add, ticks_ms
+from .compat import ticks_add, ticks_diff, ticks_ms
 
 TEST_MAX_S = 0x1FFFFFFF // 1000  # a test-mode duration on 30-bit ticks: about 6 days
 
 
 def handle(app, payload):
-    """The encoded Result for a command payload, or None (refused, or another gateway's)."""
+    """Carry out a command (its CBOR payload) and publish the Result on ``res``; a command
+    that does not decode, or is another gateway's, is dropped (logged) as on the Pi."""
     from ...protocol import cbor
     from ...protocol.errors import ProtocolError
 
@@ -32,11 +33,11 @@ def handle(app, payload):
         cmd = messages.command_from_map(cbor.loads(payload))
     except ProtocolError as e:
         print("emberlink: refused command:", e)
-        return None
+        return
     if cmd.gw != app.gw:
-        return None
+        return
     res, note = run(app, cmd.op, cmd.args or {})
-    return messages.encode(messages.Result(app.gw, cmd.id, res, note))
+    app.client.publish(app.t_res, messages.encode(messages.Result(app.gw, cmd.id, res, note)))
 
 
 def run(app, op, args):
@@ -65,10 +66,21 @@ def run(app, op, args):
         duration = args.get(1, 0)
         if on and duration > 0:
             due = ticks_add(ticks_ms(), min(duration, TEST_MAX_S) * 1000)
-            app.test_timers.append((due, src))
+            t = app.test_timers  # soonest first: the main loop looks at the head only
+            i = 0
+            while i < len(t) and ticks_diff(t[i][0], due) <= 0:
+                i += 1
+            t.insert(i, (due, src))
     else:
         return messages.RES_UNKNOWN_OP, "op " + str(op) + " not supported by this gateway"
     return messages.RES_OK, None
+
+
+def expire(app, now):
+    """Test mode off for the timers that are due (the Pi's call_later)."""
+    t = app.test_timers
+    while t and ticks_diff(now, t[0][0]) >= 0:
+        set_test(app, t.pop(0)[1], False)
 
 
 def _targets(app, src):

@@ -63,6 +63,9 @@ def src_of(bus, unit, point):
 class Pt:
     """One profile point of one device: decoding, supervision, detectors, series."""
 
+    test = False  # the device (or gateway) in test mode: alarms carry EF_TEST (set per point
+    # only by a test-mode command: a class default costs the 16 points' instances nothing)
+
     def __init__(self, p, prof, bus, unit, period_ms, series_ms, warnings):
         self.name = p["name"]
         self.src = src_of(bus, unit, p["id"])
@@ -89,7 +92,6 @@ class Pt:
                 self.values[v["value"]] = (v["kind"], v["code"])
         self.last = -1  # last status word / enum value; -1: nothing seen
         self.fault = 0  # active sensor-fault condition code
-        self.test = False  # the device (or gateway) is in test mode: alarms carry EF_TEST
         self.det = None
         if p.get("detector"):
             from ..config import build_point  # at start only: app.py drops the builder after
