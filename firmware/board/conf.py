@@ -94,9 +94,11 @@ def check(raw):
         "backoff_min_ms": _int(m, "backoff_min_ms", "mqtt.", 500, 10, 60000),
         "backoff_max_ms": _int(m, "backoff_max_ms", "mqtt.", 60000, 100, 3600000),
         "mac_key": mac,
-        "cloud_ack": m.get("cloud_ack", False) is True,
+        "cloud_ack": m.get("cloud_ack", False),
         "cloud_ack_timeout_ms": _int(m, "cloud_ack_timeout_ms", "mqtt.", 60000, 1000, 3600000),
     }
+    if not isinstance(c["mqtt"]["cloud_ack"], bool):
+        raise ConfigError("mqtt.cloud_ack", "expected true or false")
     o = _table(raw, "outbox", "")
     c["outbox"] = {
         "max_telemetry": _int(o, "max_telemetry", "outbox.", 512, 1, 1000000),

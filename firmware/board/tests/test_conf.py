@@ -23,6 +23,7 @@ def good(tmp_path) -> dict:  # type: ignore[no-untyped-def,type-arg]
 def test_the_built_configuration_passes(good) -> None:  # type: ignore[no-untyped-def]
     c = conf.check(json.loads(json.dumps(good)))
     assert c["gw"] == 7 and len(c["devices"]) == 2 and c["buses"][0]["char_bits"] == 10
+    assert c["mqtt"]["cloud_ack"] is False and c["mqtt"]["cloud_ack_timeout_ms"] == 60000
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,9 @@ def test_the_built_configuration_passes(good) -> None:  # type: ignore[no-untype
         (lambda c: c["devices"][1].update(profile="nope"), "devices[1].profile", "no compiled"),
         (lambda c: c["mqtt"].update(port="x"), "mqtt.port", "expected an integer"),
         (lambda c: c["mqtt"].update(mac_key_hex="zz"), "mqtt.mac_key_hex", "not hexadecimal"),
+        (lambda c: c["mqtt"].update(cloud_ack="yes"), "mqtt.cloud_ack", "true or false"),
+        (lambda c: c["mqtt"].update(cloud_ack_timeout_ms=10), "mqtt.cloud_ack_timeout_ms",
+         "outside 1000..3600000"),
         (lambda c: c["profiles"]["acrel_asj"].pop("reads"), "profiles.acrel_asj.reads",
          "build.py"),
     ],
