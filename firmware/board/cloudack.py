@@ -12,7 +12,7 @@ wait of its boot (whose older PUBACK time it keeps: at worst sent again early, n
 Loaded only when the mode is on.
 """
 
-from .compat import ticks_diff
+from .compat import ticks_diff, ticks_ms
 
 try:
     from micropython import const
@@ -23,6 +23,7 @@ except ImportError:
 
 
 AWAIT_MAX = const(16)
+CHECK_MAX_MS = const(5000)
 
 
 class CloudAck:
@@ -30,6 +31,10 @@ class CloudAck:
         self.outbox = outbox
         self.gw = gw
         self.timeout_ms = timeout_ms
+        # looked at every half timeout (at most 5 s), as the Pi's watch does: the batches late
+        # by then go again together, from the oldest, rather than one resend per loop turn
+        self.every_ms = min(CHECK_MAX_MS, timeout_ms // 2)
+        self.last_check = ticks_ms()
         self.waits = []  # type: list  # [boot, first, last, PUBACK ticks], oldest first
         self.hwm = {}  # type: dict  # boot -> highest seq the cloud has acked
         self.acked = 0  # records delivered on the cloud's acks
@@ -77,6 +82,9 @@ class CloudAck:
 
     def check(self, now):
         """Send again what the cloud has not acked in time; True when something was queued."""
+        if ticks_diff(now, self.last_check) < self.every_ms:
+            return False
+        self.last_check = now
         w = self.waits
         if not w or ticks_diff(now, w[0][3]) < self.timeout_ms:
             return False  # the oldest wait is first: nothing is late
