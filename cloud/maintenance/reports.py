@@ -197,27 +197,27 @@ def latin1(text: str) -> str:
 class _Pdf(FPDF):
     def __init__(self, title: str, font: PdfFont) -> None:
         super().__init__(orientation="L", format="A4")
+        self.bold_style = "B"
         if font.path is None:
             self.body_font = "Helvetica"
             self.enc: Callable[[str], str] = latin1
         else:
-            # fpdf2 cannot embolden a TrueType face: without a bold file, bold is the regular
-            # face (headings still stand out by their size).
             self.body_font, self.enc = "EmberLinkCJK", str
             self.add_font(self.body_font, "", font.path, collection_font_number=font.face)
-            self.add_font(
-                self.body_font,
-                "B",
-                font.bold or font.path,
-                collection_font_number=font.bold_face if font.bold else font.face,
-            )
+            if font.bold:
+                self.add_font(self.body_font, "B", font.bold, collection_font_number=font.bold_face)
+            else:
+                # fpdf2 cannot embolden a TrueType face: without a bold file, bold is the regular
+                # face (headings still stand out by their size), loaded once (parsing a CJK
+                # font is most of a report's time).
+                self.bold_style = ""
         self.title_text = self.enc(title)
         self.set_title(self.title_text)
         self.set_creator("EmberLink")
         self.set_auto_page_break(auto=True, margin=12)
 
     def header(self) -> None:
-        self.set_font(self.body_font, "B", 12)
+        self.set_font(self.body_font, self.bold_style, 12)
         self.cell(0, 8, self.title_text, new_x="LMARGIN", new_y="NEXT")
         self.ln(1)
 
@@ -227,7 +227,7 @@ class _Pdf(FPDF):
         self.cell(0, 5, f"EmberLink maintenance record - page {self.page_no()}", align="R")
 
     def line_text(self, text: str, size: int = 8, bold: bool = False) -> None:
-        self.set_font(self.body_font, "B" if bold else "", size)
+        self.set_font(self.body_font, self.bold_style if bold else "", size)
         self.multi_cell(0, 4.5, self.enc(text), new_x="LMARGIN", new_y="NEXT")
 
 
