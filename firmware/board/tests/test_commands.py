@@ -203,8 +203,8 @@ class Cloud:
             c.publish(f"el/v1/{self.gw}/ack", ack, qos=1)
 
     def close(self) -> None:
-        self.c.loop_stop()
         self.c.disconnect()
+        self.c.loop_stop()
 
 
 def batches(msgs) -> list:  # type: ignore[no-untyped-def]

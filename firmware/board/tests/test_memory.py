@@ -87,24 +87,32 @@ async def test_sixteen_points_run_from_mpy_in_a_small_heap(tmp_path) -> None:  #
 
 
 @pytest.mark.broker
-async def test_sixteen_points_in_the_small_heap_deliver_alarms(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
-    """The whole application (poll, detect, store, publish) from .mpy in HEAP, on a real broker."""
+@pytest.mark.parametrize("operator", [False, True], ids=["puback", "cloud_ack_and_commands"])
+async def test_sixteen_points_in_the_small_heap_deliver_alarms(tmp_path, broker, operator) -> None:  # type: ignore[no-untyped-def]
+    """The whole application (poll, detect, store, publish) from .mpy in HEAP, on a real broker;
+    also in cloud-ack mode (a stand-in cloud acking) with commands (test mode, reset)."""
     import os
     import subprocess
 
-    from emberlink.protocol import codes
+    from emberlink.protocol import codes, messages
 
     from .conftest import Subscriber
     from .test_app import RC_CODE, alarms, events
+    from .test_commands import Cloud, answers, command
 
     tree = tmp_path / "mpy"
     build.build_mpy(tree, ("x64",))
     site, cfg_path = sixteen_points(tmp_path, series_s=5)
     cfg = json.loads(cfg_path.read_text())
     cfg["mqtt"]["port"] = broker.port
+    cfg["mqtt"]["cloud_ack"] = operator
     cfg_path.write_text(json.dumps(cfg))
     rc_src = 1 << 24 | 3 << 16 | 1  # acrel_asj-3 residual_current
-    sub = Subscriber(broker.port, f"el/v1/{cfg['gw']}/#")
+    gw = cfg["gw"] + (100 if operator else 0)
+    cfg["gw"] = gw
+    cfg_path.write_text(json.dumps(cfg))
+    sub = Subscriber(broker.port, f"el/v1/{gw}/#")
+    cloud = Cloud(broker.port, gw) if operator else None
     env = dict(os.environ)
     env["MICROPYPATH"] = str(tree / "x64") + os.pathsep + ".frozen"
     async with simulator.Site(gwconfig.load(site)) as sim:
@@ -117,6 +125,8 @@ async def test_sixteen_points_in_the_small_heap_deliver_alarms(tmp_path, broker)
         )  # fmt: skip
         try:
             await asyncio.sleep(1)
+            if operator:
+                command(broker.port, gw, 1, messages.OP_TEST_MODE, {0: 1})
             for ma in (100, 180, 260, 340, 420, 500):
                 sim.device("acrel_asj-3").set("residual_current", ma)
                 await asyncio.sleep(0.7)
@@ -128,8 +138,21 @@ async def test_sixteen_points_in_the_small_heap_deliver_alarms(tmp_path, broker)
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("no fire alarm from the residual-current point")
+            if operator:
+                command(broker.port, gw, 2, messages.OP_RESET)
+                for _ in range(100):
+                    if len(answers(sub.messages)) == 2 and cloud and cloud.hwm.get(1, 0) > 20:
+                        break
+                    await asyncio.sleep(0.1)
+                # one detector point per relay (residual current): two points reset
+                assert answers(sub.messages) == {1: (0, None), 2: (0, "2 points reset")}
+                assert cloud is not None and cloud.hwm.get(1, 0) > 0  # acks came and were taken
+                assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
         finally:
             proc.kill()
-            proc.wait(5)
+            out = proc.communicate(timeout=5)[0]
             sub.close()
+            if cloud is not None:
+                cloud.close()
+    assert b"MemoryError" not in out, out.decode()[-2000:]
     assert (codes.PRE_ALARM, rc_src, RC_CODE, 1) in alarms(events(sub.messages))
