@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from .commission import HTTP_TIMEOUT_S, Refused, Usage, gateway_url, request
+from .commission import HTTP_TIMEOUT_S, Refused, Usage, gateway_url, request, run_command
 from .discover import sanitize
 
 
@@ -114,15 +114,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
-        return run(args)
-    except Usage as e:
-        print(f"emberlink claim: {e}", file=sys.stderr)
-        return 2
-    except Refused as e:
-        print(f"emberlink claim: {e}", file=sys.stderr)
-        return 1
+    return run_command("claim", _args, run, argv)

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +173,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
+def run_command(
+    prog: str,
+    parse: Callable[[list[str]], argparse.Namespace],
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str],
+) -> int:
+    """The installer commands' exit codes: 2 and a reason for a usage error, 1 and the reason
+    for a refusal (by the gateway or the cloud), else what ``run`` returns."""
     try:
-        args = _args(argv)
+        args = parse(argv)
     except SystemExit as e:
         return int(e.code or 0)
     try:
         return run(args)
     except Usage as e:
-        print(f"emberlink commission: {e}", file=sys.stderr)
+        print(f"emberlink {prog}: {e}", file=sys.stderr)
         return 2
     except Refused as e:
-        print(f"emberlink commission: {e}", file=sys.stderr)
+        print(f"emberlink {prog}: {e}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str]) -> int:
+    return run_command("commission", _args, run, argv)

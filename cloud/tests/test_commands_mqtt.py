@@ -5,7 +5,7 @@ on ``el/v1/<gw>/res`` stored into their command rows."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiomqtt
@@ -18,7 +18,7 @@ from emberlink.protocol import cbor, codes, messages, topics, wire
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .utils import batch, heartbeat, make_gateway
+from .utils import batch, heartbeat, make_gateway, until
 
 pytestmark = pytest.mark.broker
 WAIT_S = 20  # every wait is bounded
@@ -26,14 +26,6 @@ WAIT_S = 20  # every wait is bounded
 
 def _settings(port: int, **kw: object) -> Settings:
     return Settings(mqtt_port=port, flush_events=100, flush_ms=50, sweep_interval_s=0.5, **kw)  # type: ignore[arg-type]
-
-
-async def _until(pred: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -99,8 +91,8 @@ async def test_unsynced_batches_get_one_time_sync_across_two_workers(
             await asyncio.sleep(0.02)
         # gateway 2's clock is synchronised: it gets nothing
         await gw.publish(topics.topic(2, "ev"), wire.seal(batch(2, 1)), qos=1)
-        await _until(lambda: sum(w.stats.stored for w in ws) == 39, "39 events stored")
-        await _until(lambda: len(got) >= 1, "a time sync")
+        await until(lambda: sum(w.stats.stored for w in ws) == 39, "39 events stored")
+        await until(lambda: len(got) >= 1, "a time sync")
         await asyncio.sleep(0.5)  # room for a second (wrong) one to arrive
         after = now_ms()
         assert all(w.stats.messages > 0 for w in ws)  # both workers saw unsynced batches
@@ -126,15 +118,15 @@ async def test_time_sync_again_after_the_interval_and_not_for_duplicates(
     ):
         first = wire.seal(batch(3, 1, flags=UNSYNCED))
         await gw.publish(topics.topic(3, "ev"), first, qos=1)
-        await _until(lambda: len(got) == 1, "the first sync")
+        await until(lambda: len(got) == 1, "the first sync")
         await asyncio.sleep(1.1)
         # a redelivered batch stores nothing: no sync for it
         await gw.publish(topics.topic(3, "ev"), first, qos=1)
-        await _until(lambda: w.stats.duplicates == 3, "the duplicate")
+        await until(lambda: w.stats.duplicates == 3, "the duplicate")
         await asyncio.sleep(0.2)
         assert len(got) == 1
         await gw.publish(topics.topic(3, "ev"), wire.seal(batch(3, 4, flags=UNSYNCED)), qos=1)
-        await _until(lambda: len(got) == 2, "a second sync after the interval")
+        await until(lambda: len(got) == 2, "a second sync after the interval")
     ids = [messages.command_from_map(cbor.loads(p)).id for p in got]
     assert [r.id for r in _commands(sessions, 3)] == ids
 
@@ -154,14 +146,14 @@ async def test_a_restarted_gateway_is_synced_at_once_inside_the_interval(
     ):
         b1 = batch(8, 1, boot=1, flags=UNSYNCED, events=[birth])
         await gw.publish(topics.topic(8, "ev"), wire.seal(b1), qos=1)
-        await _until(lambda: len(got) == 1, "boot 1's sync")
+        await until(lambda: len(got) == 1, "boot 1's sync")
         b2 = batch(8, 1, boot=2, flags=UNSYNCED, events=[birth])  # kill -9, restart
         await gw.publish(topics.topic(8, "ev"), wire.seal(b2), qos=1)
-        await _until(lambda: len(got) == 2, "boot 2's sync, inside the interval")
+        await until(lambda: len(got) == 2, "boot 2's sync, inside the interval")
         await gw.publish(
             topics.topic(8, "ev"), wire.seal(batch(8, 2, boot=2, flags=UNSYNCED)), qos=1
         )
-        await _until(lambda: w.stats.stored == 5, "the rest of boot 2")
+        await until(lambda: w.stats.stored == 5, "the rest of boot 2")
         await asyncio.sleep(0.3)
     assert len(got) == 2
     assert [r.who for r in _commands(sessions, 8)] == ["cloud", "cloud"]
@@ -177,7 +169,7 @@ async def test_interval_zero_turns_the_automatic_sync_off(
         _gateway_sim(mosquitto, 7) as (gw, got),
     ):
         await gw.publish(topics.topic(7, "ev"), wire.seal(batch(7, 1, flags=UNSYNCED)), qos=1)
-        await _until(lambda: w.stats.stored == 3, "the batch")
+        await until(lambda: w.stats.stored == 3, "the batch")
         await asyncio.sleep(0.3)
     assert got == [] and _commands(sessions, 7) == []
 
@@ -218,9 +210,9 @@ async def test_results_update_their_commands_and_bad_ones_are_skipped(
         )
         # the workers go on ingesting
         await gw.publish(topics.topic(4, "ev"), wire.seal(batch(4, 1, events=[heartbeat()])), 1)
-        await _until(lambda: sum(w.stats.results for w in ws) == 2, "2 results")
-        await _until(lambda: sum(w.stats.results_ignored for w in ws) == 5, "5 ignored")
-        await _until(lambda: sum(w.stats.stored for w in ws) == 1, "the heartbeat")
+        await until(lambda: sum(w.stats.results for w in ws) == 2, "2 results")
+        await until(lambda: sum(w.stats.results_ignored for w in ws) == 5, "5 ignored")
+        await until(lambda: sum(w.stats.stored for w in ws) == 1, "the heartbeat")
     got = {r.id: r for r in _commands(sessions, 4)}
     assert (got[a].status, got[a].result, got[a].note) == ("answered", "ok", "3 points")
     assert (got[b].status, got[b].result, got[b].note) == ("answered", "failed", "busy")
@@ -240,9 +232,9 @@ async def test_plain_subscription_syncs_and_stores_results(
         _gateway_sim(mosquitto, 6) as (gw, got),
     ):
         await gw.publish(topics.topic(6, "ev"), wire.seal(batch(6, 1, flags=UNSYNCED)), qos=1)
-        await _until(lambda: len(got) == 1, "a time sync")
+        await until(lambda: len(got) == 1, "a time sync")
         cmd = messages.command_from_map(cbor.loads(got[0]))
         await gw.publish(topics.topic(6, "res"), messages.encode(messages.Result(6, cmd.id, 0)), 1)
-        await _until(lambda: w.stats.results == 1, "the result")
+        await until(lambda: w.stats.results == 1, "the result")
     (row,) = _commands(sessions, 6)
     assert (row.status, row.result) == ("answered", "ok")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
@@ -14,7 +14,7 @@ from emberlink.protocol import codes, messages, topics, wire
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .utils import batch, heartbeat, make_gateway
+from .utils import batch, heartbeat, make_gateway, until
 
 pytestmark = pytest.mark.broker
 WAIT_S = 20  # every wait in these tests is bounded
@@ -22,14 +22,6 @@ WAIT_S = 20  # every wait in these tests is bounded
 
 def _settings(port: int) -> Settings:
     return Settings(mqtt_port=port, flush_events=100, flush_ms=50, sweep_interval_s=0.2)
-
-
-async def _until(pred: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _count(sessions: sessionmaker[Session], model: type[models.Base]) -> int:
@@ -70,9 +62,9 @@ async def test_events_are_stored_once_and_acked_after_commit(
             p = wire.seal(batch(1, 1 + 20 * i, 20))
             await gw.publish(topics.topic(1, "ev"), p, qos=1)
             await gw.publish(topics.topic(1, "ev"), p, qos=1)  # a duplicate on purpose
-        await _until(lambda: any(a.hwm == 200 for a in acks), "ack 200")
-        await _until(lambda: sum(w.stats.messages for w in workers) == 20, "20 messages")
-        await _until(lambda: sum(w.stats.duplicates for w in workers) == 200, "200 duplicates")
+        await until(lambda: any(a.hwm == 200 for a in acks), "ack 200")
+        await until(lambda: sum(w.stats.messages for w in workers) == 20, "20 messages")
+        await until(lambda: sum(w.stats.duplicates for w in workers) == 200, "200 duplicates")
         reader.cancel()
     assert _count(sessions, models.Event) == 200
     assert all(a.gw == 1 and a.boot == 1 for a in acks)
@@ -89,8 +81,8 @@ async def test_garbage_is_quarantined_and_the_worker_goes_on(
         await gw.publish(topics.topic(2, "ev"), b"\xff\xff\xff", qos=1)
         await gw.publish(topics.topic(2, "ev"), wire.seal(batch(3, 1, 1)), qos=1)
         await gw.publish(topics.topic(2, "ev"), wire.seal(batch(2, 1, 4)), qos=1)
-    await _until(lambda: _count(sessions, models.Event) == 4, "4 events")
-    await _until(lambda: _count(sessions, models.Quarantine) == 2, "2 quarantined")
+    await until(lambda: _count(sessions, models.Event) == 4, "4 events")
+    await until(lambda: _count(sessions, models.Quarantine) == 2, "2 quarantined")
     with sessions() as s:
         reasons = sorted(s.scalars(select(models.Quarantine.reason)))
     assert reasons == ["gateway does not match topic", "indefinite length"]
@@ -107,10 +99,10 @@ async def test_will_marks_the_gateway_offline_at_once(
                 h = s.get(models.GatewayHealth, 3)
                 return h.status if h else "none"
 
-        await _until(lambda: status() == "online", "online")
+        await until(lambda: status() == "online", "online")
         will = messages.Batch(3, 1, 0, 1_700_000_000_000, [messages.Event(codes.DEATH, 0, 0)])
         await gw.publish(topics.topic(3, "state"), wire.seal(will), qos=1)
-        await _until(lambda: status() == "offline", "offline")
+        await until(lambda: status() == "offline", "offline")
     with sessions() as s:
         h = s.get(models.GatewayHealth, 3)
     assert h is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Callable
 
 from emberlink.cloud import crud, models, schemas
 from emberlink.protocol import codes, messages
@@ -105,3 +107,12 @@ def populate(
     )
     assert ing.accept(topics.topic(gw, "ev"), wire.seal(b)) is None
     ing.flush()
+
+
+async def until(pred: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+    """Poll ``pred`` on the running loop until it holds; fail naming ``what`` after the bound."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
