@@ -103,20 +103,22 @@ async def test_crc_garbage_is_a_bad_frame(tmp_path: Path) -> None:
 
 
 async def test_exceptions_by_meaning(tmp_path: Path) -> None:
-    cfg = cfg_for(tmp_path, "tcp", [(1, "fire_panel"), (2, "fire_panel")])
+    cfg = cfg_for(tmp_path, "tcp", [(u, "fire_panel") for u in (1, 2, 3, 4)],
+                  extra="down_after = 2")  # fmt: skip
     rec = Recorder()
     async with Site(cfg) as site:
         link = Link(cfg.buses[0], cfg.devices, rec, WallClock())
-        site.device("d1").mode = "exception"
-        site.device("d1").exception_code = 2  # illegal address: the profile does not fit
-        site.device("d2").mode = "exception"
-        site.device("d2").exception_code = 6  # busy: come back shortly
+        for name, code in (("d1", 2), ("d2", 6), ("d3", 4), ("d4", 11)):
+            # 2 illegal address: the profile does not fit; 6 busy: come back shortly;
+            # 4 device failure: alive but broken; 11 gateway target did not respond
+            site.device(name).mode = "exception"
+            site.device(name).exception_code = code
         async with running(link):
             await wait_for(lambda: ("d1", 2, True) in rec.faults, 5)
             await asyncio.sleep(1.5)
-            n1 = site.device("d1").requests
+            n1, n3 = site.device("d1").requests, site.device("d3").requests
             await asyncio.sleep(1.5)
-            d1, d2 = link.devices
+            d1, d2, d3, d4 = link.devices
             # the refused reads wait CONFIG_RECHECK_S; the device is alive, not lost
             assert site.device("d1").requests == n1
             assert all(r.due > asyncio.get_running_loop().time() + CONFIG_RECHECK_S / 2
@@ -124,7 +126,12 @@ async def test_exceptions_by_meaning(tmp_path: Path) -> None:
             assert d1.health is Health.OK and d2.health is Health.OK
             assert rec.faults.count(("d1", 2, True)) == 1
             assert not any(f[0] == "d2" for f in rec.faults)  # busy is not a fault
-            assert rec.comms == []
+            # a device failure is a fault raised once; the device keeps its poll period
+            assert rec.faults.count(("d3", 4, True)) == 1 and d3.health is Health.OK
+            assert site.device("d3").requests - n3 >= 2
+            # a gateway's "target did not respond" is the unit behind it being silent
+            assert d4.health is Health.DOWN and not any(f[0] == "d4" for f in rec.faults)
+            assert rec.comms == [("d4", True, 55)]
             # the device is fixed (or the profile corrected): the next answer clears the fault
             site.device("d1").mode = "ok"
             for r in link.reads:

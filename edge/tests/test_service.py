@@ -296,3 +296,106 @@ def test_low_disk_raises_and_clears_a_fault(tmp_path: Path, monkeypatch: Any) ->
     faults = [e for e in _rows(gw) if e.kind == codes.FAULT and e.code == 105]
     assert [e.state for e in faults] == [codes.ACTIVE, codes.NORMAL]
     gw.outbox.close()
+
+
+async def test_heartbeat_puback_deadline_detects_a_broker_that_stops_answering(
+    tmp_path: Path,
+) -> None:
+    """A broker frozen by SIGSTOP: TCP stays up (the kernel still ACKs), nothing answers.
+
+    Only the gateway's own heartbeat is flowing (no devices, no alarms); its PUBACK deadline,
+    not the 60 s keepalive, tears the session down, and after SIGCONT the gateway reconnects
+    and delivers what it stored meanwhile.
+    """
+    from emberlink.edge.service import Gateway
+    from emberlink.edge.uplink import LinkState
+
+    b = Broker(tmp_path).start()
+    assert b.proc is not None
+    p = site_toml(tmp_path, b.port, extra_mqtt="keepalive_s = 60")
+    p.write_text(p.read_text().replace("heartbeat_s = 30", "heartbeat_s = 1")
+                 .replace("puback_timeout_s = 5", "puback_timeout_s = 1"))  # fmt: skip
+    gw = Gateway(config.load(p))
+    task = asyncio.create_task(gw.run())
+    loop = asyncio.get_running_loop()
+    try:
+        await wait_for(lambda: gw.uplink.state is LinkState.CONNECTED and gw.uplink.published, 10)
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        frozen_at = loop.time()
+        await wait_for(lambda: gw.uplink.state is not LinkState.CONNECTED, 15)
+        # heartbeat (1 s) + PUBACK deadline (1 s) + scheduling slack, far below the keepalive
+        assert loop.time() - frozen_at < 8
+        assert gw.uplink.connects == 1
+        await asyncio.sleep(1.5)  # heartbeats go on being stored while the link is down
+        waiting = set(gw.outbox.stored_keys())
+        assert waiting
+        os.kill(b.proc.pid, signal.SIGCONT)
+        await wait_for(lambda: gw.uplink.connects >= 2, 30)
+        await wait_for(lambda: not waiting & set(gw.outbox.stored_keys()), 15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(b.proc.pid, signal.SIGCONT)
+        gw.stop()
+        await asyncio.wait_for(task, 20)
+        b.stop()
+
+
+async def test_heartbeat_carries_the_health_fields(tmp_path: Path) -> None:
+    """One heartbeat after real polls: one device answers, one is silent (down after 1)."""
+    import json
+
+    from emberlink.edge import health
+    from emberlink.edge.service import Gateway
+
+    cfg = config.load(site_toml(tmp_path, 1, tcp=[(1, "fire_panel"), (2, "fire_panel")],
+                                extra_bus="down_after = 1"))  # fmt: skip
+    async with Site(cfg, wire_time=False) as site:
+        site.device("tcp-2").mode = "silent"
+        gw = Gateway(cfg)
+        alive, silent = gw.links[0].devices
+        now = gw.clock.now_ms()
+        gw.outbox.append(Event(codes.FIRE_ALARM, 0, alive.src, state=1, code=10), now - 5000)
+        gw.outbox.append(Event(codes.MEASUREMENT, 0, 3, period=1000, samples=[1]), now - 9000)
+        task = asyncio.create_task(gw.links[0].run())
+        try:
+            await wait_for(lambda: alive.polls_ok >= 2 and silent.polls_failed >= 1, 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    st = gw.outbox.stats(gw.clock.now_ms())  # what the first heartbeat must report
+    gw.heartbeat()
+    gw.clock.sync(gw.clock.now_ms())  # the cloud's time sync
+    gw.heartbeat()
+    beats = [e for e in _rows(gw) if e.kind == codes.HEALTH]
+    mine = [health.named(e.health) for e in beats if e.src == 0]
+    assert len(mine) == 2
+    h = mine[0]
+    assert h["uptime_s"] >= 0 and h["heartbeat_s"] == 30 and h["disk_free_kb"] > 0
+    # depth and oldest age per class (the seeded alarm and sample are the oldest of each)
+    assert h["outbox_priority_depth"] == st["priority"][0] >= 1
+    assert h["outbox_telemetry_depth"] == st["telemetry"][0] >= 1
+    assert h["outbox_depth"] == sum(n for n, _ in st.values())
+    assert 5 <= h["outbox_priority_oldest_s"] <= 7 and 9 <= h["outbox_telemetry_oldest_s"] <= 11
+    assert h["devices_ok"] == 1 and h["devices_down"] == 1
+    assert h["polls_ok"] == alive.polls_ok and h["polls_failed"] == silent.polls_failed
+    assert h["clock_synced"] == int(os.path.exists(gw.clock.SYNC_MARKER))
+    assert mine[1]["clock_synced"] == 1
+    assert ("cpu_temp_dC" in h) == (health.cpu_temp_dC() is not None)  # where the board has it
+    # poll success and failure per device
+    per_dev = {e.src: e.health for e in beats[:3] if e.src != 0}
+    assert per_dev[alive.src] == {2: alive.polls_ok, 3: 0, 7: 0}
+    assert per_dev[silent.src][3] >= 1 and per_dev[silent.src][7] == 1
+    # the software version: in every birth and in health.json
+    assert gw.birth_info()[0] == gw.version
+    status = json.loads((cfg.outbox.path.parent / "health.json").read_text())
+    assert status["version"] == gw.version and status["devices"]["tcp-2"]["health"] == "down"
+    gw.outbox.close()
+
+
+def test_cpu_temperature_from_the_thermal_zone(tmp_path: Path) -> None:
+    from emberlink.edge import health
+
+    zone = tmp_path / "temp"
+    zone.write_text("48312\n")  # m°C, as /sys/class/thermal/thermal_zone0/temp
+    assert health.cpu_temp_dC(zone) == 483
+    assert health.cpu_temp_dC(tmp_path / "absent") is None

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from emberlink.edge import config
 from emberlink.edge.config import MqttConfig
 from emberlink.edge.outbox import Outbox
 from emberlink.edge.uplink import OP_RESEND, LinkState, Uplink
@@ -325,25 +326,54 @@ def make_certs(d: Path) -> Path:
     return d
 
 
-async def test_tls_with_the_right_ca_only(tmp_path: Path) -> None:
+def uplink_from_config(d: Path, port: int, ca: Path, password_file: Path) -> tuple[Uplink, Outbox]:
+    """An uplink built the way the service builds it: from a validated configuration file."""
+    d.mkdir()
+    (d / "gateway.toml").write_text(
+        f'[gateway]\nid = {GW}\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntls = true\n'
+        f'ca_file = "{ca}"\nusername = "gw42"\npassword_file = "{password_file}"\n'
+        "puback_timeout_s = 2\nbackoff_min_s = 0.05\nbackoff_max_s = 0.5\n"
+    )
+    cfg = config.load(d / "gateway.toml")
+    assert cfg.mqtt.tls and cfg.mqtt.username == "gw42"
+    ob = Outbox(d / "outbox.sqlite")
+    up = Uplink(cfg.mqtt, GW, ob, birth_info=lambda: {0: "test", 1: 1},
+                now_ms=lambda: 1_700_000_000_000)  # fmt: skip
+    return up, ob
+
+
+async def test_tls_and_password_against_a_tls_listener(tmp_path: Path) -> None:
+    """Mosquitto with a TLS listener (a generated CA and server certificate) and a password
+    file: the gateway needs both the right CA and the right password."""
     certs = make_certs(tmp_path)
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "gw42", "s3cret"], check=True)
+    (tmp_path / "right").write_text("s3cret\n")
+    (tmp_path / "wrong").write_text("guess\n")
     tls = f"cafile {certs}/ca.pem\ncertfile {certs}/server.pem\nkeyfile {certs}/server.key\n"
-    b = Broker(tmp_path, "allow_anonymous true\n" + tls).start()
+    b = Broker(tmp_path, f"allow_anonymous false\npassword_file {pw}\n{tls}").start()
+    other = tmp_path / "other"
+    other.mkdir()
+    make_certs(other)
+    obs = []
     try:
-        other = tmp_path / "other"
-        other.mkdir()
-        make_certs(other)
-        bad, ob1 = make_uplink(tmp_path / "a", b.port, tls=True, ca_file=str(other / "ca.pem"))
-        async with running(bad):
-            await asyncio.sleep(1.0)
-            assert bad.connects == 0  # a broker we cannot verify is not a broker
-        good, ob2 = make_uplink(tmp_path / "b", b.port, tls=True, ca_file=str(certs / "ca.pem"))
+        for name, ca, secret in (("bad-ca", other / "ca.pem", tmp_path / "right"),
+                                 ("bad-pw", certs / "ca.pem", tmp_path / "wrong")):  # fmt: skip
+            bad, ob = uplink_from_config(tmp_path / name, b.port, ca, secret)
+            obs.append(ob)
+            async with running(bad):
+                await asyncio.sleep(1.0)
+                # a broker we cannot verify is not a broker; a refused login is no session
+                assert bad.connects == 0, name
+        good, ob = uplink_from_config(tmp_path / "good", b.port, certs / "ca.pem",
+                                      tmp_path / "right")  # fmt: skip
+        obs.append(ob)
         async with running(good):
-            seq = ob2.append(alarm(), 1_700_000_000_000)
+            seq = ob.append(alarm(), 1_700_000_000_000)
             good.wake()
-            await wait_for(lambda: good.connects == 1 and ob2.state_of(ob2.boot, seq)
+            await wait_for(lambda: good.connects == 1 and ob.state_of(ob.boot, seq)
                            == "acknowledged", 10)  # fmt: skip
-        ob1.close()
-        ob2.close()
     finally:
+        for ob in obs:
+            ob.close()
         b.stop()
