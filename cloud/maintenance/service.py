@@ -443,9 +443,7 @@ def sign_visit(
             raise Refused(422, "Signature image not uploaded")
     content = visit_content(session=session, visit=visit)
     content.pop("_defects_full")
-    digest = hashlib.sha256(
-        json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    digest = _content_digest(content)
     visit.signatures = {
         "contractor_lead": {
             "technician_id": lead.id,
@@ -479,6 +477,12 @@ def sign_visit(
         detail={"content_hash": digest, "signatures": visit.signatures},
     )
     return visit
+
+
+def _content_digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def correct_visit(
@@ -895,3 +899,106 @@ def unit_schedule(*, session: Session, unit: models.Unit, on: date) -> schemas.S
 
 def _is_annual(code: str) -> bool:
     return any(code in requirements(v) and requirements(v)[code].annual_test for v in CATALOGUES)
+
+
+# ---- integrity and retention ------------------------------------------------------------------
+
+
+def verify_records(*, session: Session) -> dict[str, Any]:
+    """Check the records against what was signed, catching changes made behind the API's back
+    (in the database itself, e.g. with its triggers disabled):
+
+    * the audit trail's hash chain (``chain_ok``);
+    * every signed visit: its content (items, defects, attachments, frozen evidence) hashes to
+      the signed ``content_hash``, which is the one its ``sign`` audit entry recorded, with the
+      same signatures and a retention date no earlier than the rule gives (``tampered``);
+    * every visit the audit trail says was signed still exists unless it was purged after its
+      retention period (``missing``).
+    """
+    A, V = models.MaintAudit, models.MaintVisit
+    rows = list(session.scalars(select(A).order_by(A.id)))
+    signed: dict[int, dict[str, Any]] = {}
+    purged: set[int] = set()
+    for r in rows:
+        if r.entity == "visit" and r.action == "sign":
+            signed[r.entity_id] = r.detail
+        elif r.entity == "visit" and r.action == "purge":
+            purged.add(r.entity_id)
+    tampered: list[dict[str, Any]] = []
+    present: set[int] = set()
+    for v in session.scalars(select(V).order_by(V.id)):
+        present.add(v.id)
+        problem = _visit_problem(session, v, signed.get(v.id))
+        if problem is not None:
+            tampered.append({"visit_id": v.id, "reason": problem})
+    missing = sorted(i for i in signed if i not in present and i not in purged)
+    chain_ok = verify_chain(rows)
+    return {
+        "ok": chain_ok and not tampered and not missing,
+        "chain_ok": chain_ok,
+        "visits_checked": len(present),
+        "tampered": tampered,
+        "missing": missing,
+    }
+
+
+def _visit_problem(
+    session: Session, v: models.MaintVisit, signed: dict[str, Any] | None
+) -> str | None:
+    if v.status != "signed":
+        return "signed in the audit trail, unsigned in the record" if signed else None
+    if signed is None:
+        return "signed without a sign entry in the audit trail"
+    if v.content_hash != signed.get("content_hash"):
+        return "content hash differs from the one signed"
+    if v.signatures != signed.get("signatures"):
+        return "signatures differ from the ones signed"
+    content = visit_content(session=session, visit=v)
+    content.pop("_defects_full")
+    if _content_digest(content) != v.content_hash:
+        return "content no longer matches its signed hash"
+    end = v.ended_ms if v.ended_ms is not None else v.signed_ms
+    if end is None or v.retention_until_ms is None:
+        return "signed record without its signing time or retention date"
+    if v.retention_until_ms < end + RETENTION_YEARS[v.kind] * YEAR_MS:
+        return "retention date earlier than the retention rule"
+    return None
+
+
+def purge_visit(*, session: Session, visit: models.MaintVisit, actor: str) -> int:
+    """Delete a visit record, every revision of it, once its retention period is over
+    (standards.md §3.3: maintenance, test and repair records >= 5 years, patrol 1 year).
+
+    Refused with the reason before then, and for a record with an unsigned revision. The audit
+    trail keeps a ``purge`` entry with the content hash of each deleted revision. Returns the
+    number of revisions deleted.
+    """
+    V = models.MaintVisit
+    revs = list(
+        session.scalars(select(V).where(V.root_id == visit.root_id).order_by(V.revision.desc()))
+    )
+    now = models_now()
+    for r in revs:
+        if r.status != "signed" or r.retention_until_ms is None:
+            raise Refused(409, f"Revision {r.revision} is not signed; only signed records expire")
+    keep = max(r.retention_until_ms or 0 for r in revs)
+    if now < keep:
+        years = max(RETENTION_YEARS[r.kind] for r in revs)
+        raise Refused(
+            409, f"Record is retained until {local_date(keep)} ({years} years after the visit)"
+        )
+    for r in revs:  # newest first: a revision refers to the one it supersedes
+        for model in (models.MaintVisitItem, models.MaintAttachment, models.MaintDefect):
+            session.execute(model.__table__.delete().where(model.visit_id == r.id))  # type: ignore[attr-defined]
+        detail = {"root_id": r.root_id, "revision": r.revision, "content_hash": r.content_hash}
+        session.delete(r)
+        session.flush()
+        audit(
+            session=session,
+            actor=actor,
+            action="purge",
+            entity="visit",
+            entity_id=r.id,
+            detail=detail,
+        )
+    return len(revs)

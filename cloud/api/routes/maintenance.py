@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from sqlalchemy import select
 
 from ... import models, schemas
@@ -24,6 +24,7 @@ from ..deps import (
     MaintWriter,
     Principal,
     SessionDep,
+    require,
 )
 
 router = APIRouter(prefix="/maint", tags=["maintenance"])
@@ -422,6 +423,19 @@ def correct_visit(
     return service.visit_public(session=session, visit=new)
 
 
+@router.delete("/visits/{visit_id}", response_model=schemas.Message)
+def purge_visit(
+    session: SessionDep,
+    user: Annotated[Principal, Depends(require("admin"))],
+    visit_id: RowId,
+) -> schemas.Message:
+    """Delete a visit record (every revision) once its retention period is over: 5 years for
+    checks, tests and repairs, 1 year for patrols. Refused with the date before then."""
+    v = _visit(session, user, visit_id)
+    n = _do(service.purge_visit, session=session, visit=v, actor=user.name)
+    return schemas.Message(detail=f"Purged {n} revision(s) of visit {v.root_id}")
+
+
 # ---- audit and reports ------------------------------------------------------------------------
 
 
@@ -445,6 +459,13 @@ def read_audit(
         data=[schemas.AuditPublic.model_validate(r) for r in data],
         chain_ok=service.verify_chain(rows),
     )
+
+
+@router.get("/verify")
+def read_verify(session: SessionDep, _: MaintOverseer) -> dict[str, Any]:
+    """Whether the records are what was signed: the audit hash chain, each signed visit against
+    its signed content hash, and no signed visit gone before its retention ended."""
+    return service.verify_records(session=session)
 
 
 Fmt = Annotated[Literal["csv", "pdf"], Query()]
