@@ -1,25 +1,42 @@
-"""Every role against every route: who may do what, and a contractor's scope."""
+"""Every role against every route: who may do what, and a contractor's scope.
+
+Systematic: ``test_every_route_has_a_role_rule`` enumerates every operation of the app (its
+OpenAPI document; no route is excluded from it), so a route added without a row in a role table
+(``ROUTES`` or ``MAINT_EXTRA`` here, ``ROUTES`` of ``maintenance/test_maint_api.py``) or in
+``PUBLIC`` fails. Every row of ``ROUTES`` is tried with each role, without a token and, where a
+contractor may use it on a gateway, alarm or device, on the other unit's.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from emberlink.cloud import models
+from emberlink.cloud.provision import broker
 from emberlink.protocol import wire
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .conftest import ROLES, World
+from .maintenance.test_maint_api import ROUTES as MAINT_ROUTES
 from .utils import batch, populate
 
 P = "/api/v1"
 ALL = ROLES
 EDIT = ("admin", "installer")
 ACT = ("admin", "operator", "contractor")
+OVERSEE = ("admin", "operator", "auditor")
+# Status when allowed; ANY_BUT_DENIED: the role passes (not 401/403, not 5xx), the exact answer is
+# another test's business (the provisioning routes: test_claim.py).
+ANY_BUT_DENIED = 0
 
-# (method, path, json body, roles allowed, status when allowed)
+# (method, path, json body, roles allowed, status when allowed). {gw}: gateway 10 of unit A
+# ({gw} is gateway 20 of unit B in the contractor's scope test), {alarm} and {device}: gateway
+# 10's (unit B's there).
 ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/fleet", None, ALL, 200),
     ("GET", "/units", None, ALL, 200),
@@ -28,9 +45,10 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("POST", "/sites", {"unit_id": "{unit_a}", "name": "annex", "kind": "building"}, EDIT, 201),
     ("POST", "/gateways", {"id": 99, "site_id": "{site_a}", "name": "gw99"}, EDIT, 201),
     ("GET", "/gateways", None, ALL, 200),
-    ("GET", "/gateways/10", None, ALL, 200),
-    ("GET", "/gateways/10/health/history", None, ALL, 200),
-    ("GET", "/gateways/10/commands", None, ALL, 200),
+    ("GET", "/gateways/{gw}", None, ALL, 200),
+    ("GET", "/gateways/{gw}/health/history", None, ALL, 200),
+    ("GET", "/gateways/{gw}/commands", None, ALL, 200),
+    ("POST", "/gateways/{gw}/commands", {"op": "rebirth"}, ACT, 201),
     ("POST", "/devices", {"gateway_id": 10, "bus": 2, "unit_addr": 9}, EDIT, 201),
     ("GET", "/devices/{device}", None, ALL, 200),
     ("POST", "/points", {"device_id": "{device}", "point": 1, "name": "loop 1"}, EDIT, 201),
@@ -46,23 +64,96 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/users", None, ("admin",), 200),
     ("POST", "/users", {"name": "newbie", "role": "operator"}, ("admin",), 201),
     ("POST", "/users/{user}/tokens", {"name": "ci"}, ("admin",), 201),
-    ("GET", "/quarantine", None, ("admin", "operator", "auditor"), 200),
-    ("POST", "/ingest/10", b"cbor", ("admin",), 200),
+    ("GET", "/quarantine", None, OVERSEE, 200),
+    ("POST", "/ingest/{gw}", b"cbor", ("admin",), 200),
+    (
+        "POST",
+        "/claims",
+        {"site_id": "{site_a}", "gateway_id": 77, "serial": "S77"},
+        EDIT,
+        ANY_BUT_DENIED,
+    ),
+    ("POST", "/gateways/{gw}/credentials/rotate", None, EDIT, ANY_BUT_DENIED),
+    ("POST", "/gateways/{gw}/credentials/revoke", None, EDIT, ANY_BUT_DENIED),
+    ("POST", "/gateways/{gw}/decommission", None, ("admin",), ANY_BUT_DENIED),
+    ("GET", "/provision/audit", None, OVERSEE, ANY_BUT_DENIED),
 ]
 
+# Maintenance routes that the maintenance matrix (maintenance/test_maint_api.py ROUTES) does not
+# try: each role against them here, on made-up ids (a role that may write gets past the role
+# check to a 404/409/422; the others get 403). (method, path, body, roles allowed)
+MANAGE = ("admin", "operator")
+WRITE = ("admin", "contractor")
+MAINT_EXTRA: list[tuple[str, str, Any, tuple[str, ...]]] = [
+    ("POST", "/maint/firms/1/users", {"user_id": 1}, MANAGE),
+    ("POST", "/maint/contracts", {}, MANAGE),
+    ("DELETE", "/maint/visits/1/items/1", None, WRITE),
+    ("POST", "/maint/defects/1/close", {}, WRITE),
+    ("POST", "/maint/visits/1/attachments?name=a.txt", b"x", WRITE),
+    ("POST", "/maint/blobs", b"x", WRITE),
+    ("POST", "/maint/visits/1/sign", {}, WRITE),
+    ("POST", "/maint/visits/1/corrections", {}, WRITE),
+]
 
-def _ids(sessions: sessionmaker[Session], world: World) -> dict[str, int]:
+# Routes without a role: (method, path, why).
+PUBLIC = [("POST", "/claims/redeem", "the claim token is the credential (test_claim.py)")]
+
+
+class _AnyId(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "1"
+
+
+def _concrete(prefix: str, path: str) -> str:
+    return P + prefix + path.split("?")[0].format_map(_AnyId())
+
+
+def _operations(app: FastAPI) -> list[tuple[str, re.Pattern[str], str]]:
+    """Every (method, path regex, path) of the API, from its OpenAPI document (which lists
+    every route: none is excluded from the schema)."""
+    out = []
+    for path, item in app.openapi()["paths"].items():
+        regex = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
+        out += [(m.upper(), regex, path) for m in item]
+    return out
+
+
+def test_every_route_has_a_role_rule(app: FastAPI) -> None:
+    """A route nobody wrote a role rule for fails here, and so does a rule without a route."""
+    rules = [(m, _concrete("", p)) for m, p, *_ in ROUTES]
+    rules += [(m, _concrete("/maint", p)) for m, p, *_ in MAINT_ROUTES]
+    rules += [(m, _concrete("", p)) for m, p, *_ in MAINT_EXTRA]
+    rules += [(m, _concrete("", p)) for m, p, _ in PUBLIC]
+    ops = _operations(app)
+    assert len(ops) > 50
+    missing = [
+        f"{m} {path}"
+        for m, regex, path in ops
+        if not any(rm == m and regex.match(rp) for rm, rp in rules)
+    ]
+    assert not missing, "routes without a role rule (add them to a table):\n" + "\n".join(missing)
+    stale = [
+        f"{rm} {rp}" for rm, rp in rules if not any(m == rm and x.match(rp) for m, x, _ in ops)
+    ]
+    assert not stale, "role rules for routes that do not exist:\n" + "\n".join(stale)
+
+
+def _ids(sessions: sessionmaker[Session], world: World, unit: str = "a") -> dict[str, int]:
+    """Row ids for the path and body placeholders; ``unit`` "b": unit B's gateway, alarm and
+    device (what a contractor of unit A must not reach)."""
     populate(sessions, 10)
     populate(sessions, 20)
+    gw = 10 if unit == "a" else 20
     with sessions() as s:
         return {
             "org": s.scalars(select(models.Organisation.id)).one(),
             "unit_a": world.unit_a,
             "site_a": world.site_a,
+            "gw": gw,
             "device": s.scalars(
-                select(models.Device.id).where(models.Device.gateway_id == 10)
+                select(models.Device.id).where(models.Device.gateway_id == gw)
             ).one(),
-            "alarm": s.scalars(select(models.Alarm.id).where(models.Alarm.gateway_id == 10)).one(),
+            "alarm": s.scalars(select(models.Alarm.id).where(models.Alarm.gateway_id == gw)).one(),
             "user": s.scalars(select(models.User.id).where(models.User.name == "auditor")).one(),
         }
 
@@ -75,12 +166,40 @@ def _fill(v: Any, ids: dict[str, int]) -> Any:
     return v
 
 
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize(
-    ("method", "path", "body", "allowed", "ok"), ROUTES, ids=[f"{m} {p}" for m, p, *_ in ROUTES]
-)
-def test_role_against_route(
+def _request(
     client: TestClient,
+    method: str,
+    path: str,
+    body: Any,
+    ids: dict[str, int],
+    headers: dict[str, str],
+) -> Any:
+    kw: dict[str, Any] = {}
+    if isinstance(body, bytes):
+        kw["content"] = wire.seal(batch(ids["gw"], 50, 2))
+    elif body is not None:
+        kw["json"] = _fill(body, ids)
+    return client.request(method, P + path.format(**ids), headers=headers, **kw)
+
+
+@pytest.fixture
+def api(request: pytest.FixtureRequest, app: FastAPI, client: TestClient, path: str) -> TestClient:
+    """The client, with the broker the route needs: a private Mosquitto for commands, and no
+    broker files for the provisioning routes (they are test_claim.py's)."""
+    if path.endswith("/commands"):
+        port = request.getfixturevalue("mosquitto")
+        app.state.settings = app.state.settings.model_copy(update={"mqtt_port": port})
+    app.state.broker_settings = broker.BrokerSettings(password_file=None, acl_file=None)
+    return client
+
+
+ROUTE_IDS = [f"{m} {p}" for m, p, *_ in ROUTES]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "path", "body", "allowed", "ok"), ROUTES, ids=ROUTE_IDS)
+def test_role_against_route(
+    api: TestClient,
     sessions: sessionmaker[Session],
     world: World,
     role: str,
@@ -90,33 +209,61 @@ def test_role_against_route(
     allowed: tuple[str, ...],
     ok: int,
 ) -> None:
-    ids = _ids(sessions, world)
-    url = P + path.format(**ids)
-    kw: dict[str, Any] = {}
-    if isinstance(body, bytes):
-        kw["content"] = wire.seal(batch(10, 50, 2))
-    elif body is not None:
-        kw["json"] = _fill(body, ids)
-    r = client.request(method, url, headers=world.auth(role), **kw)
-    if role in allowed:
-        assert r.status_code == ok, r.text
-    else:
+    r = _request(api, method, path, body, _ids(sessions, world), world.auth(role))
+    if role not in allowed:
         assert r.status_code == 403, r.text
         assert r.json() == {"detail": "Not enough permissions"}
+    elif ok == ANY_BUT_DENIED:
+        assert r.status_code not in (401, 403) and r.status_code < 500, r.text
+    else:
+        assert r.status_code == ok, r.text
+
+
+NO_TOKEN = [r for r in ROUTES if not isinstance(r[2], bytes)]  # ingest: a MAC also authenticates
 
 
 @pytest.mark.parametrize(
     ("method", "path", "body", "allowed", "ok"),
-    [r for r in ROUTES if r[1] != "/ingest/10"],
-    ids=[f"{m} {p}" for m, p, *_ in ROUTES if p != "/ingest/10"],
+    NO_TOKEN,
+    ids=[f"{m} {p}" for m, p, *_ in NO_TOKEN],
 )
 def test_route_without_token_is_401(
     client: TestClient, method: str, path: str, body: Any, allowed: tuple[str, ...], ok: int
 ) -> None:
-    url = P + path.format(org=1, unit_a=1, site_a=1, device=1, alarm=1, user=1)
-    r = client.request(method, url, json=body if isinstance(body, dict) else None)
+    ids = dict.fromkeys(("org", "unit_a", "site_a", "gw", "device", "alarm", "user"), 1)
+    r = _request(client, method, path, body, ids, {})
     assert r.status_code == 401
     assert r.json() == {"detail": "Not authenticated"}
+
+
+SCOPED = [
+    r
+    for r in ROUTES
+    if "contractor" in r[3] and any(k in r[1] for k in ("{gw}", "{alarm}", "{device}"))
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed", "ok"), SCOPED, ids=[f"{m} {p}" for m, p, *_ in SCOPED]
+)
+def test_contractor_gets_404_for_the_other_unit(
+    api: TestClient,
+    sessions: sessionmaker[Session],
+    world: World,
+    method: str,
+    path: str,
+    body: Any,
+    allowed: tuple[str, ...],
+    ok: int,
+) -> None:
+    """Every route a contractor may use, on unit B's gateway, alarm or device: as if it did
+    not exist (the operator, unscoped, gets the allowed answer on the same ids)."""
+    ids = _ids(sessions, world, unit="b")
+    r = _request(api, method, path, body, ids, world.auth("contractor"))
+    what = "Alarm" if "{alarm}" in path else "Device" if "{device}" in path else "Gateway"
+    assert (r.status_code, r.json()) == (404, {"detail": f"{what} not found"})
+    if "operator" in allowed:
+        assert _request(api, method, path, body, ids, world.auth("operator")).status_code == ok
 
 
 def test_unknown_token_is_401(client: TestClient, world: World) -> None:
@@ -151,3 +298,26 @@ def test_contractor_sees_only_its_units(
     # The operator sees both units.
     assert client.get(P + "/fleet", headers=world.auth("operator")).json()["gateways"] == 2
     assert ids["alarm"] != alarm_b
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"), MAINT_EXTRA, ids=[f"{m} {p}" for m, p, *_ in MAINT_EXTRA]
+)
+def test_role_against_maintenance_route(
+    client: TestClient,
+    world: World,
+    role: str,
+    method: str,
+    path: str,
+    body: Any,
+    allowed: tuple[str, ...],
+) -> None:
+    kw: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+    r = client.request(method, P + path, headers=world.auth(role), **kw)
+    if role in allowed:
+        assert r.status_code not in (401, 403) and r.status_code < 500, r.text
+    else:
+        assert (r.status_code, r.json()) == (403, {"detail": "Not enough permissions"})
+    r = client.request(method, P + path, **kw)
+    assert (r.status_code, r.json()) == (401, {"detail": "Not authenticated"})
