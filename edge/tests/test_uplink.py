@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -236,6 +238,29 @@ async def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
     finally:
         b.stop()
         ob.close()
+
+
+async def test_reconnect_backoff_is_exponential_with_full_jitter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No broker on the port (connection refused at once): attempts thin out from
+    backoff_min_s to backoff_max_s (doubling) and come at random gaps, not in step."""
+    caplog.set_level(logging.WARNING, "emberlink.uplink")
+    ob = Outbox(tmp_path / "outbox.sqlite")
+    cfg = MqttConfig(host="127.0.0.1", port=free_port(), backoff_min_s=0.05, backoff_max_s=0.8)
+    up = Uplink(cfg, GW, ob, birth_info=lambda: {0: "test"}, now_ms=lambda: 1_700_000_000_000)
+    try:
+        async with running(up):
+            await asyncio.sleep(5)
+    finally:
+        ob.close()
+    attempts = [r.created for r in caplog.records if r.getMessage().startswith("uplink:")]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    # retrying at backoff_min_s without growth would make 100-200 attempts in 5 s
+    assert 4 <= len(attempts) <= 40, len(attempts)
+    assert max(gaps) <= 0.8 + 0.3  # capped at backoff_max_s (+ the attempt itself)
+    late = gaps[4:]  # backoff at its cap: each gap uniform in (0, 0.8]
+    assert max(late) - min(late) > 0.05, late  # full jitter: a fleet does not retry in step
 
 
 class FreezableProxy:
