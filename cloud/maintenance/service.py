@@ -841,12 +841,23 @@ def current_signed(session: Session, unit_ids: Sequence[int]) -> list[models.Mai
 
 def completions(session: Session, unit_id: int) -> dict[str, list[date]]:
     """Requirement code -> local dates of the signed visits that performed it."""
+    V, I = models.MaintVisit, models.MaintVisitItem  # noqa: E741
+    latest = (
+        select(V.root_id, func.max(V.revision).label("rev"))
+        .where(V.status == "signed", V.unit_id == unit_id)
+        .group_by(V.root_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(I.code, V.started_ms)
+        .join(V, I.visit_id == V.id)
+        .join(latest, and_(V.root_id == latest.c.root_id, V.revision == latest.c.rev))
+        .where(I.result != "not_accessible")
+        .order_by(V.started_ms, V.id, I.id)
+    )
     out: dict[str, list[date]] = {}
-    for v in current_signed(session, [unit_id]):
-        day = local_date(v.started_ms)
-        for i in _items(session, v.id):
-            if i.result != "not_accessible":
-                out.setdefault(i.code, []).append(day)
+    for code, started_ms in rows:
+        out.setdefault(code, []).append(local_date(started_ms))
     return out
 
 
