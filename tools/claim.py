@@ -2,20 +2,26 @@
 
     emberlink claim gateway --cloud URL --site N --gateway-id N --gateway HOST:PORT --code CODE
     emberlink claim token   --cloud URL --site N --gateway-id N --serial SERIAL
-    emberlink claim rotate|revoke|decommission --cloud URL --gateway-id N
+    emberlink claim rotate  --cloud URL --gateway-id N --gateway HOST:PORT --code CODE
+    emberlink claim revoke|decommission --cloud URL --gateway-id N
 
 ``gateway`` does the whole claim: it reads the gateway's serial over its provisioning API, asks
 the cloud for a one-time claim token bound to the site, the installer (the API token's user)
 and that serial (valid <= 10 minutes), and hands the token to the gateway, which exchanges it for
 its MQTT login and MAC key; the fingerprint printed is the SHA-256 prefix of that key. The API
 token comes from ``--api-token`` or ``EMBERLINK_API_TOKEN``. ``--json`` for scripts.
+
+``rotate`` asks the cloud for a one-time rotation token and hands it to the gateway, which
+pauses, redeems it for a new MQTT password and MAC key, and resumes with them; its old ones
+stay valid until that redeem, so a rotation refused or interrupted leaves the gateway running.
+Without ``--gateway`` only the token is printed (hand it over later; it expires in 10 minutes).
+``revoke`` cuts the gateway off at once; ``decommission`` also voids its pending tokens.
 Exit codes: 0 done, 1 refused (by the cloud or the gateway: the reason is printed), 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -64,7 +70,13 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--site", type=int, required=True)
     p.add_argument("--serial", required=True)
     p.add_argument("--ttl", type=int, default=600, help="seconds, at most 600")
-    for name in ("rotate", "revoke", "decommission"):
+    p = sub.add_parser("rotate", help="give a gateway a new password and MAC key")
+    common(p)
+    p.add_argument("--gateway", help="HOST:PORT of its provisioning API (else: token only)")
+    p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"))
+    p.add_argument("--cloud-for-gateway", help="the cloud URL as the gateway reaches it")
+    p.add_argument("--ttl", type=int, default=600, help="token validity, seconds, at most 600")
+    for name in ("revoke", "decommission"):
         common(sub.add_parser(name, help=f"{name} a gateway's credentials"))
     return ap.parse_args(argv)
 
@@ -101,14 +113,30 @@ def run(args: argparse.Namespace) -> int:
             out["claim_token_id"] = tok["id"]
             text = (f"claimed: gateway {out['gateway_id']}, state {sanitize(out['state'])}, "
                     f"key fingerprint {sanitize(out['fingerprint'])}")  # fmt: skip
+    elif args.cmd == "rotate":
+        if args.gateway and not args.code:
+            raise Usage("a pairing code is needed (--code or EMBERLINK_PAIRING_CODE)")
+        if not 10 <= args.ttl <= 600:
+            raise Usage("--ttl must be within 10..600 seconds")
+        path = f"{base}/gateways/{args.gateway_id}/credentials/rotate"
+        tok = cloud("POST", path, args.api_token, params={"ttl_s": args.ttl})
+        if not args.gateway:
+            out = tok
+            text = (f"rotation token for gateway {args.gateway_id} (once, until "
+                    f"{tok['expires_ms']} ms): {tok['token']}\n"
+                    "its current credentials stay valid until it redeems the token")  # fmt: skip
+        else:
+            print("rotation token issued; the gateway is redeeming it ...", file=sys.stderr)
+            out = request("POST", gateway_url(args.gateway) + "/rotate", args.code, json={
+                "token": tok["token"], "cloud_url": args.cloud_for_gateway or args.cloud,
+            })  # fmt: skip
+            out["claim_token_id"] = tok["id"]
+            old, new = sanitize(out["previous_fingerprint"]), sanitize(out["fingerprint"])
+            text = f"rotated gateway {out['gateway_id']}: key fingerprint {old} -> {new}"
     else:
         path = "decommission" if args.cmd == "decommission" else f"credentials/{args.cmd}"
         out = cloud("POST", f"{base}/gateways/{args.gateway_id}/{path}", args.api_token)
-        if args.cmd == "rotate":
-            fp = hashlib.sha256(bytes.fromhex(out["mac_key_hex"])).hexdigest()[:16]
-            text = f"rotated gateway {args.gateway_id}: new login {out['mqtt_username']}, key {fp}"
-        else:
-            text = f"{args.cmd}: gateway {args.gateway_id}, {out['revoked']} credentials revoked"
+        text = f"{args.cmd}: gateway {args.gateway_id}, {out['revoked']} credentials revoked"
     print(json.dumps(out) if args.json else text)
     return 0
 

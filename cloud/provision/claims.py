@@ -1,5 +1,10 @@
 """Claim tokens and gateway credentials: issue, redeem, rotate, revoke, decommission.
 
+A rotation is a claim token for a gateway that already holds credentials: redeeming it issues
+the new login and MAC key and supersedes the old ones (audited ``rotate`` by the installer,
+``rotate_redeem`` by the gateway). Until then the old ones stay valid, so a rotation never cuts
+a gateway off before it has its new credentials in hand.
+
 Functions are keyword-only and never commit (the request's ``SessionDep`` does), so a step and
 its audit row share a transaction. A refused redeem is audited in a transaction of its own by
 the route, because the refusal itself must be recorded even though nothing else is written.
@@ -160,11 +165,20 @@ def redeem(*, session: Session, token: str, serial: str) -> Issued:
     else:
         gw.serial = serial
     row.used_ms = now
+    rotating = (
+        session.scalars(
+            select(models.GatewayCredential.id).where(
+                models.GatewayCredential.gateway_id == gw.id,
+                models.GatewayCredential.revoked_ms.is_(None),
+            )
+        ).first()
+        is not None
+    )
     issued = _new_credentials(session, gw, row.id)
     audit(
         session=session,
         actor=f"gateway:{serial}",
-        action="claim",
+        action="rotate_redeem" if rotating else "claim",
         gateway_id=gw.id,
         site_id=row.site_id,
         claim_token_id=row.id,
@@ -172,14 +186,57 @@ def redeem(*, session: Session, token: str, serial: str) -> Issued:
     return issued
 
 
-def rotate(*, session: Session, actor: str, gateway: models.Gateway) -> Issued:
-    """New password and MAC key; the old login stops at the next broker reload."""
-    issued = _new_credentials(session, gateway, None)
-    audit(
-        session=session, actor=actor, action="rotate", gateway_id=gateway.id,
+def rotate(
+    *, session: Session, installer: models.User, gateway: models.Gateway, ttl_s: int
+) -> tuple[models.ClaimToken, str]:
+    """A one-time rotation token for a claimed gateway (the clear token is returned once).
+
+    Nothing is revoked here: the gateway keeps its current login and MAC key until it redeems
+    the token (``redeem``), which issues the new ones and supersedes the old in one
+    transaction. A new rotation token revokes the gateway's earlier unused ones. The installer
+    hands the token to the gateway over its provisioning API; the
+    gateway pauses its service, redeems, and resumes with the new credentials (or with the old
+    ones, still valid, when the cloud refuses)."""
+    if not gateway.serial:
+        raise ClaimRefused("Gateway has no serial on record: claim it first", status=409)
+    active = session.scalars(
+        select(models.GatewayCredential.id).where(
+            models.GatewayCredential.gateway_id == gateway.id,
+            models.GatewayCredential.revoked_ms.is_(None),
+        )
+    ).first()
+    if active is None:
+        raise ClaimRefused("Gateway has no active credentials to rotate: claim it", status=409)
+    now = crud.now_ms()
+    voided = 0
+    for t in session.scalars(
+        select(models.ClaimToken).where(
+            models.ClaimToken.gateway_id == gateway.id,
+            models.ClaimToken.used_ms.is_(None),
+            models.ClaimToken.revoked_ms.is_(None),
+        )
+    ):
+        t.revoked_ms = now  # one outstanding rotation per gateway: the newest
+        voided += 1
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = models.ClaimToken(
+        token_hash=hash_token(token),
         site_id=gateway.site_id,
+        installer_id=installer.id,
+        gateway_id=gateway.id,
+        serial=gateway.serial,
+        created_ms=now,
+        expires_ms=now + min(ttl_s, MAX_TOKEN_TTL_S) * 1000,
+    )
+    session.add(row)
+    session.flush()
+    audit(
+        session=session, actor=installer.name, action="rotate", gateway_id=gateway.id,
+        site_id=gateway.site_id, claim_token_id=row.id,
+        reason="current credentials stay valid until the gateway redeems the token"
+        + (f"; {voided} earlier pending token(s) revoked" if voided else ""),
     )  # fmt: skip
-    return issued
+    return row, token
 
 
 def revoke(*, session: Session, actor: str, gateway: models.Gateway, action: str) -> int:

@@ -3,7 +3,8 @@
 Each path through the claim routes has its test (issued, refused as unknown, reused, expired,
 foreign, over-long validity, wrong role), and the rendered password and ACL files are loaded by
 a Mosquitto started here: a claimed gateway publishes on its own topics, another gateway's
-login cannot publish on them, a rotated or revoked password stops working after the reload.
+login cannot publish on them, a rotated password works until the gateway redeems its rotation
+token and then stops, a revoked one stops working after the reload.
 """
 
 from __future__ import annotations
@@ -197,11 +198,24 @@ def test_broker_limits_each_gateway_to_its_topics(
     for c in (ca, cb, svc):
         c.loop_stop()
         c.disconnect()
-    # rotate A: the old password is refused, the new one works
+    # rotate A: a rotation token; the old login works until the gateway redeems it, then the
+    # old password is refused and the new one works
     r = client.post("/api/v1/gateways/201/credentials/rotate", headers=world.auth("installer"))
-    assert r.status_code == 200
-    new = r.json()
-    assert new["mac_key_hex"] != a["mac_key_hex"]
+    assert r.status_code == 201, r.text
+    rot = r.json()
+    assert (rot["gateway_id"], rot["serial"], rot["site_id"]) == (201, "EL-A", world.site_a)
+    assert "mqtt_password" not in rot and rot["token"].startswith("elc_")
+    time.sleep(0.3)
+    still = mqtt_check.connect("127.0.0.1", port, "gw-201", a["mqtt_password"])
+    assert not isinstance(still, str), still
+    still.loop_stop()
+    still.disconnect()
+    assert redeem(client, rot["token"], "EL-B")[0] == 403  # bound to A's serial
+    status, new = redeem(client, rot["token"], "EL-A")
+    assert status == 200, new
+    assert new["mac_key_hex"] != a["mac_key_hex"] and new["mqtt_username"] == "gw-201"
+    assert redeem(client, rot["token"], "EL-A") == (
+        403, {"detail": "Claim token was already used"})  # fmt: skip
     time.sleep(0.3)
     assert mqtt_check.connect("127.0.0.1", port, "gw-201", a["mqtt_password"]) == "Not authorized"
     ok = mqtt_check.connect("127.0.0.1", port, "gw-201", new["mqtt_password"])
@@ -219,6 +233,18 @@ def test_broker_limits_each_gateway_to_its_topics(
     assert mqtt_check.connect("127.0.0.1", port, "gw-202", b["mqtt_password"]) == "Not authorized"
     assert mqtt_check.connect("127.0.0.1", port, "gw-201", new["mqtt_password"]) == "Not authorized"
     r = client.get("/api/v1/provision/audit?gateway_id=201", headers=world.auth("admin"))
-    assert [x["action"] for x in r.json()["data"]][:2] == ["decommission", "rotate"]
+    trail = r.json()["data"]
+    assert [x["action"] for x in trail][:3] == ["decommission", "rotate_redeem", "rotate"]
+    assert trail[1]["claim_token_id"] == trail[2]["claim_token_id"] == rot["id"]
+    assert (trail[1]["actor"], trail[2]["actor"]) == ("gateway:EL-A", "installer")
     r = client.post("/api/v1/gateways/999/credentials/rotate", headers=world.auth("admin"))
     assert (r.status_code, r.json()["detail"]) == (404, "Gateway not found")
+    # decommissioned: nothing left to rotate; a gateway never claimed has no serial
+    r = client.post("/api/v1/gateways/201/credentials/rotate", headers=world.auth("admin"))
+    assert (r.status_code, r.json()["detail"]) == (
+        409, "Gateway has no active credentials to rotate: claim it")  # fmt: skip
+    r = client.post("/api/v1/gateways/10/credentials/rotate", headers=world.auth("admin"))
+    assert r.status_code == 409 and "claim it" in r.json()["detail"]
+    r = client.post("/api/v1/gateways/201/credentials/rotate", params={"ttl_s": 601},
+                    headers=world.auth("admin"))  # fmt: skip
+    assert r.status_code == 422

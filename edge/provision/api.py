@@ -9,6 +9,10 @@ client with repeated failures is locked out (429 with ``Retry-After``).
                        then {"found": [...]}
     POST /commission   read every configured point once: the report (also kept on disk)
     POST /claim        {"token", "cloud_url"}: the gateway redeems the token at the cloud
+    POST /rotate       {"token", "cloud_url"}: a claimed gateway redeems a rotation token: its
+                       service is paused, the token redeemed, the service resumed with the new
+                       login and MAC key (or with the old ones, still valid, if the cloud
+                       refused)
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -36,6 +40,16 @@ CLOUD_TIMEOUT_S = 15.0
 CREDENTIAL_KEYS = ("gateway_id", "mqtt_username", "mqtt_password", "mac_key_hex", "mqtt_host",
                    "mqtt_port")  # fmt: skip
 OnClaimed = Callable[[], Awaitable[None]]
+
+
+class ServiceControl(Protocol):
+    """The running gateway service, as a rotation needs it (``runner.Service``)."""
+
+    async def pause(self) -> None:
+        """Stop polling and publishing (the outbox keeps what is not yet sent)."""
+
+    async def resume(self) -> None:
+        """Start again from ``gateway.toml`` (re-announcing the state and fingerprint)."""
 
 
 class _In(BaseModel):
@@ -58,12 +72,17 @@ class ClaimIn(_In):
     cloud_url: str = Field(pattern=r"^https?://[^\s]+$", max_length=300)
 
 
-def make_app(store: ProvisionStore, on_claimed: OnClaimed | None = None) -> FastAPI:
+def make_app(
+    store: ProvisionStore,
+    on_claimed: OnClaimed | None = None,
+    service: ServiceControl | None = None,
+) -> FastAPI:
     app = FastAPI(title="EmberLink gateway provisioning", docs_url=None, redoc_url=None)
     guard = PairingGuard(store.pairing_code)
     app.state.store = store
     app.state.polling = False  # the gateway service owns the buses once it runs
     lock = asyncio.Lock()  # one bus job at a time
+    rekey = asyncio.Lock()  # one claim or rotation at a time
 
     def paired(request: Request, x_pairing_code: Annotated[str | None, Header()] = None) -> None:
         client = request.client.host if request.client else "?"
@@ -175,11 +194,8 @@ def make_app(store: ProvisionStore, on_claimed: OnClaimed | None = None) -> Fast
         commission.write_report(reports / f"commission-{rep['at_ms']}.json", rep)
         return rep
 
-    @app.post("/claim", dependencies=[Paired])
-    async def post_claim(req: ClaimIn) -> dict[str, Any]:
-        if store.credentials() is not None:
-            raise HTTPException(status_code=409, detail="Already claimed")
-        _site_cfg()  # a gateway is claimed with its site configuration in place
+    async def redeem(req: ClaimIn) -> dict[str, Any]:
+        """The token exchanged at the cloud for credentials; HTTPException with the reason."""
         url = req.cloud_url.rstrip("/") + "/api/v1/claims/redeem"
         try:
             async with httpx.AsyncClient(timeout=CLOUD_TIMEOUT_S) as http:
@@ -192,24 +208,51 @@ def make_app(store: ProvisionStore, on_claimed: OnClaimed | None = None) -> Fast
             except ValueError:
                 why = r.text[:200]
             raise HTTPException(status_code=403, detail=f"Cloud refused the claim: {why}")
-        creds = r.json()
-        store.save_credentials(
-            {
-                k: creds[k]
-                for k in (
-                    "gateway_id",
-                    "mqtt_username",
-                    "mqtt_password",
-                    "mac_key_hex",
-                    "mqtt_host",
-                    "mqtt_port",
-                )
-            }
-            | {"claimed_ms": time.time_ns() // 1_000_000}
-        )
+        try:
+            creds = {k: r.json()[k] for k in CREDENTIAL_KEYS}
+        except (ValueError, KeyError, TypeError) as e:
+            raise HTTPException(status_code=502, detail=f"Cloud answer unusable: {e}") from e
+        return creds | {"claimed_ms": time.time_ns() // 1_000_000}
+
+    @app.post("/claim", dependencies=[Paired])
+    async def post_claim(req: ClaimIn) -> dict[str, Any]:
+        if rekey.locked():
+            raise HTTPException(status_code=409, detail="A claim or rotation is running")
+        async with rekey:
+            if store.credentials() is not None:
+                raise HTTPException(status_code=409, detail="Already claimed")
+            _site_cfg()  # a gateway is claimed with its site configuration in place
+            creds = await redeem(req)
+            store.save_credentials(creds)
         if on_claimed is not None:
             await on_claimed()
         return {"state": store.state(), "gateway_id": creds["gateway_id"],
                 "fingerprint": store.fingerprint()}  # fmt: skip
+
+    @app.post("/rotate", dependencies=[Paired])
+    async def post_rotate(req: ClaimIn) -> dict[str, Any]:
+        if rekey.locked():
+            raise HTTPException(status_code=409, detail="A claim or rotation is running")
+        async with rekey:
+            old = store.credentials()
+            if old is None:
+                raise HTTPException(status_code=409, detail="Not claimed yet: claim first")
+            before = store.fingerprint()
+            if service is not None:
+                await service.pause()  # nothing sealed with the old key after the redeem
+            try:
+                creds = await redeem(req)
+                if creds["gateway_id"] != old["gateway_id"]:
+                    raise HTTPException(
+                        status_code=409,
+                        detail=f"The token is for gateway {creds['gateway_id']}, "
+                        f"this gateway is {old['gateway_id']}",
+                    )
+                store.save_credentials(creds | {"rotated_from": before})
+            finally:
+                if service is not None:
+                    await service.resume()
+        return {"state": store.state(), "gateway_id": creds["gateway_id"],
+                "fingerprint": store.fingerprint(), "previous_fingerprint": before}  # fmt: skip
 
     return app

@@ -6,6 +6,10 @@ own MQTT login and MAC key, re-announces (state ``claimed``) and runs the gatewa
 (``edge/service.py``), whose uplink logs in with those credentials and seals each batch with
 ``wire.seal(batch, key)``. A gateway already claimed at start goes straight to the service. The
 API stays up for status; bus jobs are refused while the service polls.
+
+A rotation (``POST /rotate``) pauses the service (``Service.pause``: it stops polling and
+publishing, its outbox keeps what is unsent), redeems the rotation token, and resumes it
+(``Service.resume``) from the rewritten ``gateway.toml``, re-announcing the new fingerprint.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from fastapi import HTTPException
 
 from ..config import load
 from ..service import Gateway, software_version
@@ -39,6 +46,71 @@ def txt(store: ProvisionStore) -> dict[str, str]:
     }
 
 
+class Service:
+    """The gateway service, started, paused and resumed from the state directory."""
+
+    def __init__(
+        self, store: ProvisionStore, app: Any, adv: Advertiser, on_signal: Callable[[], None]
+    ) -> None:
+        self.store = store
+        self.app = app
+        self.adv = adv
+        self.on_signal = on_signal
+        self.gw: Gateway | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.paused = False
+        self.changed = asyncio.Event()  # set when a pause or resume replaces the task
+
+    def start(self) -> None:
+        cfg = load(self.store.dir / "gateway.toml")
+        self.gw = Gateway(cfg)
+        self.app.state.polling = True
+        log.info("claimed as gateway %s: running the service", cfg.id)
+        self.task = asyncio.create_task(self.gw.run())  # installs its own SIGTERM handler
+
+    async def pause(self) -> None:
+        self.paused = True
+        self.changed.set()
+        if self.gw is not None and self.task is not None:
+            self.gw.stop()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.gw = None
+        self.app.state.polling = False
+        _on_signals(self.on_signal)  # the stopped service's handlers point at a dead gateway
+        log.info("service paused")
+
+    async def resume(self) -> None:
+        try:
+            self.start()
+        finally:
+            self.paused = False
+            self.changed.set()
+        await self.adv.update(txt(self.store))
+
+    async def stop(self) -> None:
+        if self.gw is not None and self.task is not None:
+            self.gw.stop()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.gw = None
+
+
+def _on_signals(handler: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, handler)
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            if not t.done() and t not in aws:
+                t.cancel()
+
+
 async def run(
     state_dir: Path,
     *,
@@ -55,41 +127,55 @@ async def run(
     async def on_claimed() -> None:
         claimed.set()
 
-    app = make_app(store, on_claimed)
+    class _Late:
+        """The service exists once the advertiser does; the API asks for it per request."""
+
+        svc: Service | None = None
+
+        async def pause(self) -> None:
+            if self.svc is None:
+                raise HTTPException(status_code=409, detail="The service is not running")
+            await self.svc.pause()
+
+        async def resume(self) -> None:
+            if self.svc is not None:
+                await self.svc.resume()
+
+    late = _Late()
+    app = make_app(store, on_claimed, late)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    _on_signals(stop.set)
     addresses = advertise_addresses or ["127.0.0.1" if host in ("0.0.0.0", "") else host]
     # _serve: serve() without uvicorn's own signal capture, which would re-raise SIGTERM after
     # the server stops and cut the gateway's clean shutdown short; the signals are ours.
     serving = asyncio.create_task(server._serve())
+    svc: Service | None = None
     try:
         async with Advertiser(
             store.serial, port, txt(store), addresses=addresses, interfaces=mdns_interfaces
         ) as adv:
             log.info("provisioning API on %s:%s, serial %s", host, port, store.serial)
             if store.state() != CLAIMED:
-                waits = [asyncio.create_task(claimed.wait()), asyncio.create_task(stop.wait())]
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                for w in waits:
-                    w.cancel()
+                await _first(claimed.wait(), stop.wait())
             if stop.is_set() or store.state() != CLAIMED:
                 return 0
             await adv.update(txt(store))
-            cfg = load(store.dir / "gateway.toml")
-            gw = Gateway(cfg)
-            app.state.polling = True
-            log.info("claimed as gateway %s: running the service", cfg.id)
-            service = asyncio.create_task(gw.run())  # installs its own SIGTERM handler
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([service, stopper], return_when=asyncio.FIRST_COMPLETED)
-            if not service.done():
-                gw.stop()
-                await service
-            stopper.cancel()
+            svc = late.svc = Service(store, app, adv, stop.set)
+            svc.start()
+            while not stop.is_set():
+                svc.changed.clear()
+                if svc.paused:
+                    await _first(svc.changed.wait(), stop.wait())
+                    continue
+                assert svc.task is not None
+                task = svc.task
+                await _first(task, svc.changed.wait(), stop.wait())
+                if task.done() and not svc.paused and svc.task is task:
+                    break  # the service ended by itself (its SIGTERM handler): so do we
             return 0
     finally:
+        late.svc = None
+        if svc is not None:
+            await svc.stop()
         server.should_exit = True
         await serving

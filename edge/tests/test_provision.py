@@ -176,3 +176,38 @@ async def test_commissioning_flags_faults_and_silence(tmp_path: Path) -> None:
     assert rep["passed"] is False and rep["points"] == n_points
     commission.write_report(tmp_path / "r.json", rep)
     assert json.loads((tmp_path / "r.json").read_text())["flagged"] == rep["flagged"]
+
+
+class _Recorder:
+    """The gateway service as the rotation sees it: pause and resume, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def pause(self) -> None:
+        self.calls.append("pause")
+
+    async def resume(self) -> None:
+        self.calls.append("resume")
+
+
+def test_rotate_needs_a_claim_and_resumes_when_the_cloud_is_away(tmp_path: Path) -> None:
+    """Unclaimed: 409. Claimed but the cloud unreachable: 502 with the reason, the service is
+    paused and resumed, the credentials are untouched."""
+    st = ProvisionStore(tmp_path / "s", serial="EL-R")
+    svc = _Recorder()
+    body = {"token": "elc_x", "cloud_url": f"http://127.0.0.1:{free_port()}"}
+    with TestClient(make_app(st, service=svc)) as c:
+        ok = {"X-Pairing-Code": st.pairing_code}
+        r = c.post("/rotate", json=body, headers=ok)
+        assert (r.status_code, r.json()["detail"]) == (409, "Not claimed yet: claim first")
+        assert svc.calls == []
+        st.save_site(site_body(tmp_path, 15020))
+        creds = {"gateway_id": 7, "mqtt_username": "gw-7", "mqtt_password": "p",
+                 "mac_key_hex": "cd" * 32, "mqtt_host": "127.0.0.1", "mqtt_port": 1883}  # fmt: skip
+        st.save_credentials(creds)
+        r = c.post("/rotate", json=body, headers=ok)
+        assert r.status_code == 502 and r.json()["detail"].startswith("Cloud unreachable")
+        assert svc.calls == ["pause", "resume"]
+        assert st.credentials() == creds and st.state() == "claimed"
+        assert c.post("/rotate", json=body).status_code == 401

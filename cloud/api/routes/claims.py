@@ -78,6 +78,13 @@ def _issued(request: Request, i: claims.Issued) -> schemas.GatewayCredentialsPub
     )
 
 
+def _token_out(row: models.ClaimToken, token: str) -> schemas.ClaimTokenPublic:
+    return schemas.ClaimTokenPublic(
+        id=row.id, token=token, site_id=row.site_id, gateway_id=row.gateway_id,
+        serial=row.serial, expires_ms=row.expires_ms,
+    )  # fmt: skip
+
+
 @router.post("/claims", status_code=201, response_model=schemas.ClaimTokenPublic)
 def issue_claim_token(
     request: Request, read: ReadSessionDep, creds: BearerDep, claim_in: schemas.ClaimTokenCreate
@@ -89,14 +96,7 @@ def issue_claim_token(
             user = session.get(models.User, who.user.id)
             assert user is not None
             row, token = claims.issue_token(session=session, installer=user, claim_in=claim_in)
-            out = schemas.ClaimTokenPublic(
-                id=row.id,
-                token=token,
-                site_id=row.site_id,
-                gateway_id=row.gateway_id,
-                serial=row.serial,
-                expires_ms=row.expires_ms,
-            )
+            out = _token_out(row, token)
     except claims.ClaimRefused as e:
         raise HTTPException(status_code=e.status, detail=e.reason) from None
     return out
@@ -132,19 +132,34 @@ def _gateway(session: Session, gateway_id: int) -> models.Gateway:
     return gw
 
 
-@router.post("/gateways/{gateway_id}/credentials/rotate",
-             response_model=schemas.GatewayCredentialsPublic)  # fmt: skip
+@router.post("/gateways/{gateway_id}/credentials/rotate", status_code=201,
+             response_model=schemas.ClaimTokenPublic)  # fmt: skip
 def rotate_credentials(
-    request: Request, read: ReadSessionDep, creds: BearerDep, gateway_id: GatewayId
-) -> schemas.GatewayCredentialsPublic:
-    """New broker password and MAC key for a gateway (the old ones stop working)."""
+    request: Request,
+    read: ReadSessionDep,
+    creds: BearerDep,
+    gateway_id: GatewayId,
+    ttl_s: Annotated[int, Query(ge=10, le=claims.MAX_TOKEN_TTL_S)] = claims.MAX_TOKEN_TTL_S,
+) -> schemas.ClaimTokenPublic:
+    """A one-time rotation token for a claimed gateway (shown once, valid <= 10 minutes).
+
+    The gateway's current login and MAC key stay valid until the gateway redeems the token at
+    ``/claims/redeem`` (the installer hands it over with ``emberlink claim rotate --gateway``);
+    the redeem issues the new ones and supersedes the old. To cut a gateway off at once, revoke.
+    """
     who = _principal(read, creds, PROVISIONERS)
-    with _write(request) as session:
-        issued = claims.rotate(
-            session=session, actor=who.name, gateway=_gateway(session, gateway_id)
-        )
-    _reload(request)
-    return _issued(request, issued)
+    try:
+        with _write(request) as session:
+            user = session.get(models.User, who.user.id)
+            assert user is not None
+            row, token = claims.rotate(
+                session=session, installer=user, gateway=_gateway(session, gateway_id),
+                ttl_s=ttl_s,
+            )  # fmt: skip
+            out = _token_out(row, token)
+    except claims.ClaimRefused as e:
+        raise HTTPException(status_code=e.status, detail=e.reason) from None
+    return out
 
 
 @router.post("/gateways/{gateway_id}/credentials/revoke", response_model=schemas.RevokePublic)
