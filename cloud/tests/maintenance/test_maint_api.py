@@ -709,3 +709,38 @@ def test_annual_report_lists_points_no_visit_proved(
     )
     pdf_text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(r.content)).pages)
     assert "Points with no test event this year (1): 10/1-3-8 detector stair" in pdf_text
+
+
+def test_a_gateway_offline_since_the_last_visit_is_listed_on_the_visit(
+    client: TestClient, sessions: sessionmaker[Session], world: World
+) -> None:
+    """Gateway 10 goes silent twice (the health sweep marks it offline): 6 days ago, before
+    the previous visit, and yesterday. Only yesterday's is listed on today's visit."""
+    from emberlink.cloud.health import HealthPolicy
+    from emberlink.cloud.ingest.store import run_sweep
+
+    from ..utils import heartbeat
+
+    m = _setup(client, world)
+    h = world.auth("contractor")
+    now = now_ms()
+    policy = HealthPolicy(min_dwell_ms=0)
+    offline_at = []
+    for seq, t in ((1, now - 6 * DAY), (2, now - DAY)):
+        ing = Ingestor(sessions, policy=policy, clock=lambda t=t: t)  # type: ignore[misc]
+        b = batch(10, seq, t0=t, events=[heartbeat()])
+        assert ing.accept(topics.topic(10, "ev"), wire.seal(b)) is None
+        ing.flush()
+        with sessions() as s, s.begin():
+            assert run_sweep(session=s, now_ms=t + 3_600_000, policy=policy) >= 1
+        offline_at.append(t + 3_600_000)
+    first = _open(client, world, m, started_ms=now - 5 * DAY)["id"]
+    client.post(P + f"/visits/{first}/close", headers=h)
+    assert _sign(client, world, first, m.lead).status_code == 200
+    v = _open(client, world, m)
+    offline = [i for i in v["device_issues"] if i["what"] == "offline"]
+    assert [(i["gateway_id"], i["at_ms"]) for i in offline] == [(10, offline_at[1])]
+    assert offline[0]["text"].startswith("gateway of gateway 10 offline: no message for")
+    client.post(P + f"/visits/{v['id']}/close", headers=h)
+    signed = _sign(client, world, v["id"], m.lead).json()
+    assert signed["device_issues"] == v["device_issues"]  # frozen into the signed record
