@@ -129,7 +129,8 @@ def unwrap(data):
     if not isinstance(hdr, dict) or list(hdr.keys()) != [1]:
         raise MacError(MAC_MALFORMED, "protected header must be {1: alg}")
     alg = hdr[1]
-    if alg not in TAG_LENGTHS:
+    # the type first: a list or map here is unhashable and would fail the table lookup
+    if not isinstance(alg, int) or isinstance(alg, bool) or alg not in TAG_LENGTHS:
         raise MacError(MAC_ALG, repr(alg))
     if len(tag) != TAG_LENGTHS[alg]:
         raise MacError(MAC_MALFORMED, "tag length " + str(len(tag)) + " for alg " + str(alg))

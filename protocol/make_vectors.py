@@ -204,6 +204,12 @@ def invalid() -> list[dict[str, Any]]:
                 target[int(k[1:])] = v
         return dumps(m).hex()
 
+    def batch_null(in_event: bool, key: int) -> str:
+        # an optional key present as null: absent and null would be two encodings of one batch
+        m = Batch(1234, 7, 1, T0, [EVENTS["fault"]]).to_map()
+        (m[5][0] if in_event else m)[key] = None
+        return dumps(m).hex()
+
     mac_ok = mac.wrap(good, KEY, mac.ALG_HMAC256_256)
     bad_tag = bytearray(mac_ok)
     bad_tag[-1] ^= 1
@@ -243,10 +249,17 @@ def invalid() -> list[dict[str, Any]]:
         ("gw as text", batch_with(b1="1234"), "wrong type for a key"),
         ("flags zero present", batch_with(b7=0), "value out of range"),
         ("seq overflow", batch_with(b3=0x100000000), "value out of range"),
+        ("optional event key null", batch_null(True, 16), "wrong type for a key"),
+        ("optional batch key null", batch_null(False, 6), "wrong type for a key"),
         ("mac tag mismatch", bytes(bad_tag).hex(), "MAC does not verify"),
         (
             "mac unknown alg",
             dumps(Tag(17, [dumps({1: 6}), {}, good, bytes(32)])).hex(),
+            "unsupported MAC algorithm",
+        ),
+        (
+            "mac alg not an int",
+            dumps(Tag(17, [dumps({1: [5]}), {}, good, bytes(32)])).hex(),
             "unsupported MAC algorithm",
         ),
         ("bare batch where a MAC is required", good.hex(), "MAC required"),

@@ -332,6 +332,10 @@ def event_from_map(m, where="event"):
         if not _is_int(k) or k not in FIELDS:
             raise MessageError(UNKNOWN_KEY, where + ": key " + repr(k))
         v = m[k]
+        if v is None:
+            # absent, never null: Event() takes None as absent, so null would re-encode
+            # without the key (a second encoding of one message)
+            raise MessageError(WRONG_TYPE, where + ": key " + str(k) + " is null")
         if k == 9:
             _check_list(v, where + ".samples")
             if not v:
@@ -423,6 +427,10 @@ def _only_keys(m, allowed, what):
     for k in m:
         if k not in allowed:
             raise MessageError(UNKNOWN_KEY, what + ": key " + repr(k))
+        if m[k] is None:
+            # An optional key is absent, never null: null would be a second encoding of the
+            # same message (the constructors treat None as absent).
+            raise MessageError(WRONG_TYPE, what + ": key " + str(k) + " is null")
 
 
 def _require(m, keys, what):
@@ -565,6 +573,9 @@ def command_from_map(m):
     _check_version(m, "command")
     _only_keys(m, (0, 1, 9, 10, 11), "command")
     _require(m, (1, 9, 10), "command")
+    if 11 in m and m[11] == {}:
+        # Deterministic: no args is written by omitting key 11, as Command.to_map does.
+        raise MessageError(OUT_OF_RANGE, "command.args = {} must be omitted")
     return Command(m[1], m[9], m[10], m.get(11))
 
 

@@ -81,3 +81,21 @@ def batches(draw: st.DrawFn, max_events: int = 8) -> Batch:
         draw(st.one_of(st.none(), U32)),
         draw(st.integers(0, 3)),
     )
+
+
+def acks() -> st.SearchStrategy[messages.Ack]:
+    return st.builds(messages.Ack, U32, U32, U32)
+
+
+def commands() -> st.SearchStrategy[messages.Command]:
+    args = st.one_of(
+        st.none(),
+        st.dictionaries(st.integers(0, 23), st.one_of(st.integers(-5, 5), I64), min_size=1),
+    )
+    ops = st.one_of(st.sampled_from(sorted(messages.OP_NAMES)), U32)
+    return st.builds(messages.Command, U32, U32, ops, args)
+
+
+def results() -> st.SearchStrategy[messages.Result]:
+    codes_ = st.one_of(st.sampled_from(sorted(messages.RESULT_NAMES)), U32)
+    return st.builds(messages.Result, U32, U32, codes_, st.one_of(st.none(), _T))

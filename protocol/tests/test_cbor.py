@@ -161,6 +161,36 @@ def test_huge_declared_lengths_allocate_nothing() -> None:
 
 
 @pytest.mark.parametrize(
+    "hexdata",
+    [
+        "59ffff00",  # a 65,535-byte string, within the string limit, one byte present
+        "79ffff61",  # the same as text
+        "99ffff00",  # an array of 65,535 items, within the item limit
+        "b9ffff0000",  # a map of 65,535 pairs
+        "8299ffff",  # the same, nested
+        "a10099ffff00",  # as a map value
+        "d199ffff00",  # under a tag
+    ],
+)
+def test_declared_length_within_limits_but_short_input_allocates_nothing(hexdata: str) -> None:
+    """A declared length is weighed against the bytes that remain before any list, dict or
+    string is built: a few bytes claiming the largest allowed item cost no more than the error."""
+    import tracemalloc
+
+    data = bytes.fromhex(hexdata)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CBORError) as e:
+            loads(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.reason == cbor.TRUNCATED
+    # building the item would take 64 KiB (a string) to 512 KiB (a list of 65,535 pointers)
+    assert peak < 8192, peak
+
+
+@pytest.mark.parametrize(
     ("hexdata", "reason"),
     [
         ("1801", cbor.NOT_SHORTEST),

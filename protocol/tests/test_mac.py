@@ -95,3 +95,40 @@ def test_kid_limits() -> None:
         mac.wrap(b"\xa0", KEY, kid=b"123456789")
     with pytest.raises(MacError):
         mac.wrap(b"\xa0", KEY, alg=6)
+
+
+@pytest.mark.parametrize("alg", [[5], {}, b"\x05", "5", True, -1])
+def test_alg_of_any_other_type_refused_with_reason(alg: object) -> None:
+    raw = cbor2.dumps(cbor2.CBORTag(17, [cbor2.dumps({1: alg}), {}, b"\xa0", bytes(32)]))
+    with pytest.raises(MacError) as e:
+        mac.unwrap(raw)
+    assert e.value.reason == "unsupported MAC algorithm"
+
+
+_ANY = st.recursive(
+    st.one_of(st.none(), st.integers(-10, 40), st.binary(max_size=40), st.text(max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.integers(0, 6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.one_of(_ANY, _ANY.map(lambda v: cbor2.dumps({1: v}))),
+    st.one_of(_ANY, st.just({4: b"\x01"})),
+    st.one_of(_ANY, st.just(messages.encode_batch(BATCH))),
+    st.one_of(_ANY, st.binary(min_size=8, max_size=8), st.binary(min_size=32, max_size=32)),
+)
+def test_fuzz_envelopes_refused_with_a_protocol_error(
+    protected: object, unprotected: object, payload: object, tag: object
+) -> None:
+    """Any tag-17 array of four: a ProtocolError (MAC or CBOR reason), never another error."""
+    from emberlink.protocol.errors import ProtocolError
+
+    raw = cbor2.dumps(cbor2.CBORTag(17, [protected, unprotected, payload, tag]), canonical=True)
+    for key in (None, KEY):
+        try:
+            wire.open_batch(raw, key)
+        except ProtocolError as e:
+            assert e.reason

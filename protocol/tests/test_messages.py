@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .cddl_check import validate
-from .strategies import batches, events
+from .strategies import VALUES, acks, batches, commands, events, results
 
 T0 = 1_764_421_200_000
 
@@ -171,3 +171,89 @@ def test_unknown_message_shape_refused() -> None:
     with pytest.raises(MessageError) as e:
         messages.from_map({0: 1, 1: 2})
     assert e.value.reason == messages.NOT_A_MESSAGE
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(acks(), commands(), results()))
+def test_ack_command_result_equal_cbor2_match_the_cddl_and_roundtrip(
+    msg: Ack | Command | Result,
+) -> None:
+    raw = messages.encode(msg)
+    assert raw == cbor2.dumps(msg.to_map(), canonical=True)
+    assert messages.from_map(cbor.loads(raw)) == msg
+    assert jsonform.encode_from_json(jsonform.decode_to_json(raw)) == raw
+    validate(raw)
+
+
+# Message-shaped maps whose values are often valid and sometimes junk (null, empty maps, text,
+# floats are not CBOR here): what the decoder accepts must be a message with exactly one
+# encoding, and one the CDDL accepts too.
+_JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.just({}),
+    st.just([]),
+    st.integers(-(2**64), 2**64 - 1),
+    st.text(max_size=3),
+    st.binary(max_size=3),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.dictionaries(st.integers(0, 25), st.integers(-3, 3), max_size=3),
+)
+
+
+def _field(key: int) -> st.SearchStrategy[object]:
+    return st.one_of(VALUES[key], _JUNK) if key in VALUES else _JUNK
+
+
+_EVENT_MAPS = st.builds(
+    lambda kind, rest: {0: kind, 1: 0, 2: 0, **rest},
+    st.one_of(st.integers(1, 17), _JUNK),
+    st.dictionaries(st.integers(1, 21), st.just(None), max_size=6).flatmap(
+        lambda keys: st.fixed_dictionaries({k: _field(k) for k in keys})
+    ),
+)
+_U = st.one_of(st.integers(0, 30), _JUNK)
+_SHAPED = st.one_of(
+    st.fixed_dictionaries(
+        {0: st.just(1), 1: _U, 2: _U, 3: _U, 4: _U, 5: st.lists(_EVENT_MAPS, max_size=3)},
+        optional={6: _U, 7: _U},
+    ),
+    st.fixed_dictionaries({0: st.just(1), 1: _U, 2: _U, 8: _U}),
+    st.fixed_dictionaries(
+        {0: st.just(1), 1: _U, 9: _U, 10: _U},
+        optional={11: st.one_of(VALUES[15], _JUNK)},
+    ),
+    st.fixed_dictionaries({0: st.just(1), 1: _U, 9: _U, 12: _U}, optional={13: _field(12)}),
+)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(_SHAPED)
+def test_what_the_decoder_accepts_has_one_encoding_and_matches_the_cddl(m: dict) -> None:  # type: ignore[type-arg]
+    raw = cbor.dumps(m)
+    try:
+        msg = messages.from_map(cbor.loads(raw))
+    except ProtocolError as e:
+        assert e.reason
+        return
+    assert messages.encode(msg) == raw
+    validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("m", "reason"),
+    [
+        # null for an optional key: the constructors take None as absent, so it would
+        # re-encode without the key: a second encoding of one message
+        ({0: 1, 1: 1, 2: 1, 3: 1, 4: T0, 5: [{0: 6, 1: 0, 2: 0, 13: None}]}, messages.WRONG_TYPE),
+        ({0: 1, 1: 1, 2: 1, 3: 1, 4: T0, 5: [{0: 6, 1: 0, 2: 0}], 6: None}, messages.WRONG_TYPE),
+        ({0: 1, 1: 1, 9: 1, 10: 1, 11: None}, messages.WRONG_TYPE),
+        ({0: 1, 1: 1, 9: 1, 12: 0, 13: None}, messages.WRONG_TYPE),
+        # no args is written by leaving key 11 out
+        ({0: 1, 1: 1, 9: 1, 10: 1, 11: {}}, messages.OUT_OF_RANGE),
+    ],
+)
+def test_second_encodings_refused_with_reason(m: dict, reason: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(MessageError) as e:
+        messages.from_map(cbor.loads(cbor.dumps(m)))
+    assert e.value.reason == reason
