@@ -242,9 +242,21 @@ def to_json(msg):
 
 
 def _need(d, keys, what):
+    if not isinstance(d, dict):
+        raise MessageError(WRONG_TYPE, what + " must be an object")
     for k in keys:
         if k not in d:
             raise MessageError(MISSING_KEY, what + "." + k)
+
+
+def _arg_key(k):
+    # JSON object keys are strings: "0".."23" name the args keys
+    if isinstance(k, int) and not isinstance(k, bool):
+        return k
+    # (str.isdigit() would also take superscripts, which int() refuses)
+    if not isinstance(k, str) or not k or not all(c in "0123456789" for c in k):
+        raise MessageError(WRONG_TYPE, "command.args keys are numbers 0..23, not " + repr(k))
+    return int(k)
 
 
 def from_json(d):
@@ -279,7 +291,7 @@ def from_json(d):
         _need(c, ("gw", "id", "op"), "command")
         args = c.get("args")
         if isinstance(args, dict):
-            args = {int(k): args[k] for k in args}
+            args = {_arg_key(k): args[k] for k in args}
         op = codes.code_of(messages.OP_NAMES, c["op"], "op")
         return messages.Command(c["gw"], c["id"], op, args)
     if "result" in d:

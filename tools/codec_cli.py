@@ -94,6 +94,9 @@ def encode(argv: list[str]) -> int:
         doc = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError("input is not JSON: " + str(e)) from None
+    except RecursionError:
+        # json.loads recurses once per level: thousands of [ or { exhaust the stack
+        raise ValueError("input is not JSON that a message can be: nested too deep") from None
     data = jsonform.encode_from_json(doc, _key(args.key))
     if args.hex or sys.stdout.isatty():
         print(data.hex())

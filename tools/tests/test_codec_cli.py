@@ -78,6 +78,21 @@ def test_hex_in_and_out_and_mac_verification() -> None:
             "missing key",
         ),
         (("encode", "-"), b"[1, 2]", "not an EmberLink message"),
+        (("encode", "-"), b"[" * 100_000, "nested too deep"),
+        (("encode", "-"), b'{"ack": null}', "ack must be an object"),
+        (
+            ("encode", "-"),
+            b'{"command": {"gw": 1, "id": 1, "op": "reset", "args": {"x": 1}}}',
+            "args keys are numbers",
+        ),
+        (("decode", "--hex", "-"), b"zz", "neither CBOR nor hex"),
+        (("decode", "-"), bytes.fromhex("a0"), "not an EmberLink message"),
+        # a COSE_Mac0 whose alg is an array
+        (
+            ("decode", "-"),
+            bytes.fromhex("d18444a1018105a041a05820") + bytes(32),
+            "unsupported MAC algorithm",
+        ),
     ],
 )
 def test_bad_input_exit_2_one_line(args: tuple[str, ...], data: bytes, message: str) -> None:
