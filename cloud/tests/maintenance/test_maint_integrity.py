@@ -32,6 +32,8 @@ def _signed_visit(client: TestClient, world: World, m: Maint, **kw: Any) -> int:
         {"code": "EF-M-RCD", "result": "fail", "measured": 35.0},
     ):
         assert _item(client, world, vid, **body).status_code == 201
+    defect = {"item_code": "EF-M-RCD", "severity": "critical", "description": "slow"}
+    assert client.post(P + f"/visits/{vid}/defects", headers=h, json=defect).status_code == 201
     assert client.post(P + f"/visits/{vid}/close", headers=h).status_code == 200
     assert _sign(client, world, vid, m.lead).status_code == 200
     return vid
@@ -62,6 +64,11 @@ def test_changes_behind_the_apis_back_are_caught(
     rev2 = r.json()["id"]
     assert _sign(client, world, rev2, m.lead).status_code == 200
     open_vid = _open(client, world, m)["id"]  # unsigned: nothing to verify against
+    # Closing the defect later is not a change of the signed record.
+    sha = client.post(P + "/blobs", headers=h, content=b"repaired").json()["sha256"]
+    [d] = client.get(P + "/defects", headers=h).json()
+    close = {"rectification": "replaced", "evidence_sha256": sha}
+    assert client.post(P + f"/defects/{d['id']}/close", headers=h, json=close).status_code == 200
     r = client.get(P + "/verify", headers=world.auth("auditor"))
     assert r.status_code == 200
     assert r.json() == {
