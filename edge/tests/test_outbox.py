@@ -111,7 +111,12 @@ def test_eviction_never_touches_alarms_and_announces_ranges(tmp_path: Path) -> N
     assert kinds[a] == codes.FIRE_ALARM
     assert ob.telemetry_rows <= 100
     assert covered(ob, ob.boot) == set(range(1, ob.last_seq() + 1))
-    assert any(k == codes.DROPPED for k in kinds.values())
+    # oldest first: the 30 over the cap (seqs 1-30) went, announced as one range
+    ranges = [cbor.loads(body)[17] for (body,) in ob.db.execute(
+        "SELECT body FROM events WHERE kind=?", (codes.DROPPED,))]  # fmt: skip
+    assert ranges == [[1, 30]]
+    tel = [s for s, k in kinds.items() if k == codes.MEASUREMENT]
+    assert min(tel) == 31 and len(tel) == 100
 
 
 def test_cloud_ack_deletes_up_to_the_high_water_mark(tmp_path: Path) -> None:
