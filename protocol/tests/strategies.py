@@ -13,7 +13,11 @@ I64 = st.integers(messages.I64_MIN, messages.I64_MAX)
 I32 = st.integers(messages.I32_MIN, messages.I32_MAX)
 SMALL = st.integers(0, 300)
 
-_T = st.text(max_size=20).filter(lambda s: len(s.encode()) <= messages.MAX_NOTE)
+# text up to the 64-byte limit, short and non-ASCII as well as exactly at it
+_T = st.one_of(
+    st.text(max_size=20).filter(lambda s: len(s.encode()) <= messages.MAX_NOTE),
+    st.text("abcXYZ0-9 ", min_size=60, max_size=messages.MAX_NOTE),
+)
 
 VALUES: dict[int, Any] = {
     3: st.one_of(st.sampled_from(sorted(codes.CONDITION_NAMES)), U32),
@@ -32,7 +36,7 @@ VALUES: dict[int, Any] = {
     13: U32,
     14: st.one_of(st.just(0), U32),
     15: st.dictionaries(st.integers(0, 23), I64, max_size=12),
-    16: st.integers(0, 7),
+    16: st.one_of(st.integers(0, 7), U32),  # the codec takes any u32 of flag bits
     17: st.tuples(U32, U32).map(list),
     18: st.one_of(st.sampled_from(sorted(codes.SYSTEM_NAMES)), U32),
     19: st.one_of(st.sampled_from(sorted(codes.PART_NAMES)), U32),
@@ -40,9 +44,9 @@ VALUES: dict[int, Any] = {
         {},
         optional={
             0: _T,
-            1: st.sampled_from([1, 2]),
-            2: st.integers(0, 127),
-            3: SMALL,
+            1: st.one_of(st.sampled_from([1, 2]), U32),
+            2: st.one_of(st.integers(0, 127), U32),
+            3: st.one_of(SMALL, U32),
             4: _T,
             5: st.binary(max_size=32),
         },
@@ -79,7 +83,7 @@ def batches(draw: st.DrawFn, max_events: int = 8) -> Batch:
         ),
         evs,
         draw(st.one_of(st.none(), U32)),
-        draw(st.integers(0, 3)),
+        draw(st.one_of(st.integers(0, 3), st.integers(0, 255))),
     )
 
 

@@ -112,6 +112,48 @@ def test_invalid_construction_refused_with_reason(build, reason: str) -> None:  
     assert e.value.reason == reason
 
 
+def test_largest_batch_and_series_match_the_cddl() -> None:
+    """The limits the strategies do not reach: 1,024 events, 4,096 samples."""
+    series = Event(
+        codes.MEASUREMENT, 0, 1, period=1000, samples=[messages.I32_MIN, messages.I32_MAX] * 2048
+    )
+    validate(messages.encode_batch(Batch(1, 1, 1, T0, [series])))
+    validate(messages.encode_batch(Batch(1, 1, 1, T0, [Event(codes.RESET, 0, 0)] * 1024)))
+
+
+def test_events_the_detection_core_raises_match_the_cddl() -> None:
+    """Every event the firmware core produces over its golden traces (the same core runs in
+    the Pi gateway and on the board), sent as the gateway sends it, is valid under the CDDL."""
+    import json
+    from pathlib import Path
+
+    from emberlink.firmware.golden import run_vector
+
+    folder = Path(__file__).resolve().parents[2] / "firmware" / "vectors"
+    kinds = set()
+    for path in sorted(folder.glob("*.json")):
+        vec = json.loads(path.read_text())
+        for block in (False, True):
+            out = run_vector(vec, block)
+            evs = []
+            for t, f in out:
+                f = dict(f)
+                evs.append(
+                    Event(
+                        f.pop("kind"),
+                        t - out[0][0],
+                        f.pop("src"),
+                        **{k: v for k, v in f.items() if k != "dt"},
+                    )
+                )
+                kinds.add(evs[-1].kind)
+            if evs:
+                batch = Batch(1234, 7, 1, T0, evs)
+                validate(messages.encode_batch(batch))
+                validate(wire.seal(batch, b"k" * 32))
+    assert {codes.FIRE_ALARM, codes.PRE_ALARM, codes.FAULT} <= kinds
+
+
 def test_max_events_at_limit_accepted() -> None:
     b = Batch(1, 1, 1, T0, [Event(codes.RESET, 0, 0)] * messages.MAX_EVENTS)
     assert len(messages.decode_batch(messages.encode_batch(b)).events) == messages.MAX_EVENTS
