@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-from emberlink.protocol import cbor, codes, jsonform, messages, wire
+from emberlink.protocol import cbor, codes, jsonform, mac, messages, wire
 from emberlink.protocol.errors import ProtocolError
 from emberlink.protocol.messages import Ack, Batch, Command, Event, MessageError, Result
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +30,11 @@ def test_batch_bytes_equal_cbor2_canonical_and_roundtrip(batch: Batch) -> None:
 @given(batches(max_events=4))
 def test_every_produced_batch_matches_the_cddl(batch: Batch) -> None:
     validate(messages.encode_batch(batch))
-    validate(wire.seal(batch, b"k" * 32))
+    for alg, kid in ((mac.ALG_HMAC256_256, None), (mac.ALG_HMAC256_64, b"\x00\x2a")):
+        sealed = wire.seal(batch, b"k" * 32, alg, kid)
+        validate(sealed)
+        # the COSE_Mac0 envelope too is cbor2's canonical encoding of itself
+        assert cbor2.dumps(cbor2.loads(sealed), canonical=True) == sealed
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
