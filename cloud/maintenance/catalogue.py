@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CATALOGUE_VERSION = "gb25201-2010.1"
+CATALOGUE_VERSION = "gb25201-2010.2"  # the current one; CATALOGUES (below) keeps the older
 
 SYSTEMS = {
     "fire_alarm": "Fire alarm and linkage",
@@ -73,7 +73,9 @@ def _m(code: str, system: str, title: str, method: str, **kw: object) -> Require
 
 ALARM = (FIRE, PRE_ALARM, MANUAL, TEST_MODE)
 
-SEED: tuple[Requirement, ...] = (
+# The first version: monthly checks, the annual test, the 6-monthly extinguisher check and the
+# long cycles. Contracts made under it keep it (and so do their visits and reports).
+SEED_2010_1: tuple[Requirement, ...] = (
     # -- monthly checks by the contracted firm (§3.2, §3.4) --
     _m(
         "FA-M-CTRL",
@@ -324,6 +326,63 @@ SEED: tuple[Requirement, ...] = (
     ),
 )
 
+# Version 2 adds the intermediate intervals of standards.md §3.2/§3.4 that version 1 left out.
+SEED: tuple[Requirement, ...] = (
+    *SEED_2010_1,
+    Requirement(
+        "FA-B-WIRE",
+        "fire_alarm",
+        "Wiring inspection",
+        "visual",
+        2,
+        lead_days=14,
+        grace_days=14,
+        escalate_days=30,
+        source="standards.md §3.4 fire alarm: wiring inspection every 2 months",
+    ),
+    Requirement(
+        "SP-B-FLOW",
+        "sprinkler",
+        "Water-flow indicator function test",
+        "functional",
+        2,
+        lead_days=14,
+        grace_days=14,
+        escalate_days=30,
+        event_kinds=(SUPERVISORY, FIRE, TEST_MODE),
+        source="standards.md §3.2 sprinkler water-flow indicator: every 2 months",
+    ),
+    Requirement(
+        "SP-Q-VALVE",
+        "sprinkler",
+        "Alarm valve function test",
+        "functional",
+        3,
+        lead_days=14,
+        grace_days=14,
+        escalate_days=30,
+        event_kinds=(SUPERVISORY, FIRE, TEST_MODE),
+        source="standards.md §3.2 sprinkler alarm valve: each quarter",
+    ),
+    Requirement(
+        "GE-S-DET",
+        "gas_extinguishing",
+        "Detection part of the gas extinguishing system",
+        "functional",
+        6,
+        grace_days=14,
+        escalate_days=30,
+        event_kinds=(FIRE, PRE_ALARM, TEST_MODE),
+        source="standards.md §3.2 gas extinguishing: its detection part >= 2 per year",
+    ),
+)
+# Version -> requirements. A revised standard is a new entry; an entry is never edited.
+CATALOGUES: dict[str, tuple[Requirement, ...]] = {
+    "gb25201-2010.1": SEED_2010_1,
+    CATALOGUE_VERSION: SEED,
+}
+
 BY_CODE = {r.code: r for r in SEED}
 assert len(BY_CODE) == len(SEED)
-assert all(r.system in SYSTEMS and r.method in METHODS and r.anchor in ANCHORS for r in SEED)
+for _reqs in CATALOGUES.values():
+    assert all(r.system in SYSTEMS and r.method in METHODS and r.anchor in ANCHORS for r in _reqs)

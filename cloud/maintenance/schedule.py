@@ -38,7 +38,7 @@ STATES = ("done", *OPEN_STATES)
 SEVERITY = {s: i for i, s in enumerate(STATES)}
 
 # How far ahead occurrences are generated, by interval (a calendar that does not flood).
-HORIZON_DAYS = {1: 90, 6: 200, 12: 400}
+HORIZON_DAYS = {1: 90, 2: 120, 3: 150, 6: 200, 12: 400}
 
 
 def add_months(d: date, months: int) -> date:

@@ -32,7 +32,7 @@ TEST_MODE_REACH_MS = 4 * 3_600_000
 SIGNED = "Visit is signed; corrections are new revisions"
 GENESIS = "0" * 64
 AUDIT_LOCK = 0x454C4D41  # "ELMA": the advisory lock key of the audit trail
-CATALOGUES = {catalogue.CATALOGUE_VERSION: catalogue.SEED}
+CATALOGUES = dict(catalogue.CATALOGUES)
 EVIDENCE_KINDS = (
     codes.FIRE_ALARM,
     codes.PRE_ALARM,

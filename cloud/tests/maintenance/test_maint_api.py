@@ -533,7 +533,7 @@ def test_compliance_overview(client: TestClient, world: World) -> None:
     assert r.status_code == 200
     [row] = r.json()
     assert row["unit_id"] == world.unit_a and row["last_signed_visit"] is None
-    assert sum(row["states"].values()) == 14  # 11 fire alarm + 3 electrical fire requirements
+    assert sum(row["states"].values()) == 15  # 12 fire alarm + 3 electrical fire requirements
     assert row["open_defects"] == 0
 
 

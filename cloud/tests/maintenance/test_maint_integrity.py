@@ -257,6 +257,22 @@ def test_a_revised_catalogue_does_not_rewrite_history(
     )
     assert r.status_code == 201 and r.json()["catalogue_version"] == "gb25201-2026.1"
     after = rcd_visit(r.json()["id"], 25.0)
+    # The first seeded version, still in force for a contract made under it: no 2-monthly
+    # wiring inspection (added by gb25201-2010.2).
+    r = client.post(
+        P + "/contracts",
+        headers=admin,
+        json={
+            "firm_id": m.firm,
+            "unit_id": world.unit_b,
+            "starts_ms": now - 10 * DAY,
+            "ends_ms": now + 300 * DAY,
+            "systems": ["fire_alarm"],
+            "in_service_ms": now - DAY,
+            "catalogue_version": "gb25201-2010.1",
+        },
+    )
+    assert r.status_code == 201, r.text
     assert after["items"][0]["within_limits"] is False  # 25 s fails the revised 20 s limit
     # The old visit, its schedule and its catalogue version are as they were.
     again = client.get(P + f"/visits/{before['id']}", headers=admin).json()
@@ -273,4 +289,8 @@ def test_a_revised_catalogue_does_not_rewrite_history(
         for row in client.get(P + f"/units/{world.unit_b}/schedule", headers=admin).json()["rows"]
     }
     assert "EF-M-NEW" in codes_b and "EF-M-NEW" not in codes_a
+    assert "FA-B-WIRE" in codes_a and "FA-B-WIRE" not in codes_b and "FA-M-DET" in codes_b
+    v1 = client.get(P + "/catalogue?version=gb25201-2010.1", headers=admin).json()
+    assert "FA-B-WIRE" not in {q["code"] for q in v1["requirements"]}
+    assert client.get(P + "/catalogue", headers=admin).json()["version"] == old == "gb25201-2010.2"
     assert client.get(P + "/verify", headers=admin).json()["ok"] is True
