@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from emberlink.cloud import models
+from emberlink.cloud import models, schemas
 from emberlink.cloud.ingest.pipeline import now_ms
 from emberlink.cloud.maintenance import catalogue, service
 from fastapi.testclient import TestClient
@@ -80,6 +80,30 @@ def test_changes_behind_the_apis_back_are_caught(
     }
     assert open_vid not in (vid, rev2)
 
+    # The service layer itself refuses every write to a signed visit.
+    with sessions() as s:
+        v = s.get(V, vid)
+        assert v is not None
+        item = s.scalars(select(I).where(I.visit_id == vid)).first()
+        assert item is not None
+        sign = schemas.VisitSign(
+            lead_technician_id=m.lead, manager=schemas.ManagerSignature(name="X", method="pin")
+        )
+        writes: list[tuple[Any, dict[str, Any]]] = [
+            (service.add_item, {"item_in": schemas.ItemCreate(code="FA-M-BAT", result="fail")}),
+            (service.remove_item, {"item": item}),
+            (
+                service.add_defect,
+                {"defect_in": schemas.DefectCreate(severity="minor", description="d")},
+            ),
+            (service.add_attachment, {"name": "x", "media_type": "text/plain", "data": b"x"}),
+            (service.close_visit, {}),
+            (service.sign_visit, {"sign_in": sign}),
+        ]
+        for fn, kw in writes:
+            with pytest.raises(service.Refused, match=r"^Visit is signed; corrections are new"):
+                fn(session=s, visit=v, actor="admin", **kw)
+        s.rollback()
     # Deleting an item of a signed visit (no trigger stands in the way of a DELETE).
     with sessions() as s:
         s.execute(delete(I).where(I.visit_id == vid, I.code == "EF-M-RCD"))
