@@ -16,7 +16,7 @@ except AttributeError:
     MICROPYTHON = False
 
     def ticks_ms():  # type: ignore[misc]
-        return int(time.monotonic() * 1000) & 0x3FFFFFFF
+        return int(time.monotonic() * 1000) & 0x3FFFFFFF  # type: ignore[attr-defined,unused-ignore]
 
     def ticks_diff(a, b):  # type: ignore[misc]
         d = (a - b) & 0x3FFFFFFF

@@ -54,7 +54,7 @@ class Watchdog:
         self.last = ticks_ms()
         self.wdt = None
         try:
-            from machine import WDT  # type: ignore[attr-defined]
+            from machine import WDT
         except ImportError:
             return
         self.wdt = WDT(timeout=timeout_ms)

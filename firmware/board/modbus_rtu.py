@@ -29,7 +29,7 @@ try:
     from micropython import const
 except ImportError:
 
-    def const(x):  # type: ignore[no-redef]
+    def const(x):  # type: ignore[no-redef,misc]
         return x
 
 
@@ -232,7 +232,7 @@ class UartPort:
     def __init__(self, uart_id, baud=9600, parity=None, stop=1, tx=None, rx=None, de=None):
         import select
 
-        import machine  # type: ignore[import-not-found]
+        import machine
 
         kw = {"baudrate": baud, "bits": 8, "parity": parity, "stop": stop, "timeout": 0}
         if tx is not None:

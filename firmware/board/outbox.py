@@ -41,7 +41,7 @@ try:
     _collect = gc.collect
 except ImportError:
 
-    def const(x):  # type: ignore[no-redef]
+    def const(x):  # type: ignore[no-redef,misc]
         return x
 
     def _collect():  # type: ignore[misc]
