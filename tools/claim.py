@@ -9,7 +9,9 @@
 the cloud for a one-time claim token bound to the site, the installer (the API token's user)
 and that serial (valid <= 10 minutes), and hands the token to the gateway, which exchanges it for
 its MQTT login and MAC key; the fingerprint printed is the SHA-256 prefix of that key. The API
-token comes from ``--api-token`` or ``EMBERLINK_API_TOKEN``. ``--json`` for scripts.
+token comes from ``--api-token`` or ``EMBERLINK_API_TOKEN``. ``--json`` for scripts. The
+gateway's API is reached over TLS with its certificate pinned, as in ``emberlink commission``
+(``--fingerprint``, else its mDNS record).
 
 ``rotate`` asks the cloud for a one-time rotation token and hands it to the gateway, which
 pauses, redeems it for a new MQTT password and MAC key, and resumes with them; its old ones
@@ -29,7 +31,17 @@ from typing import Any
 
 import httpx
 
-from .commission import HTTP_TIMEOUT_S, Refused, Usage, gateway_url, request, run_command
+from .commission import (
+    FINGERPRINT_ENV,
+    HTTP_TIMEOUT_S,
+    PIN_HELP,
+    Refused,
+    Usage,
+    gateway_url,
+    normalize_fingerprint,
+    request,
+    run_command,
+)
 from .discover import sanitize
 
 
@@ -64,6 +76,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--site", type=int, required=True)
     p.add_argument("--gateway", required=True, help="HOST:PORT of its provisioning API")
     p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"))
+    p.add_argument("--fingerprint", default=os.environ.get(FINGERPRINT_ENV), help=PIN_HELP)
     p.add_argument("--cloud-for-gateway", help="the cloud URL as the gateway reaches it")
     p = sub.add_parser("token", help="only issue a claim token")
     common(p)
@@ -74,6 +87,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     common(p)
     p.add_argument("--gateway", help="HOST:PORT of its provisioning API (else: token only)")
     p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"))
+    p.add_argument("--fingerprint", default=os.environ.get(FINGERPRINT_ENV), help=PIN_HELP)
     p.add_argument("--cloud-for-gateway", help="the cloud URL as the gateway reaches it")
     p.add_argument("--ttl", type=int, default=600, help="token validity, seconds, at most 600")
     for name in ("revoke", "decommission"):
@@ -87,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.gateway_id <= 0xFFFFFFFF:
         raise Usage("--gateway-id must be an unsigned 32-bit number")
     base = args.cloud.rstrip("/") + "/api/v1"
+    fp = getattr(args, "fingerprint", None)
+    if fp:
+        normalize_fingerprint(fp)  # Usage before anything is sent
     out: Any
     if args.cmd in ("token", "gateway"):
         serial = getattr(args, "serial", None)
@@ -94,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.code:
                 raise Usage("a pairing code is needed (--code or EMBERLINK_PAIRING_CODE)")
             gw = gateway_url(args.gateway)
-            status = request("GET", gw + "/status", args.code)
+            status = request("GET", gw + "/status", args.code, fingerprint=fp)
             serial = status["serial"]
             print(f"gateway serial {sanitize(serial)}, state {sanitize(status['state'])}",
                   file=sys.stderr)  # fmt: skip
@@ -107,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             text = f"claim token (once, until {tok['expires_ms']} ms): {tok['token']}"
         else:
             print("claim token issued; the gateway is redeeming it ...", file=sys.stderr)
-            out = request("POST", gw + "/claim", args.code, json={
+            out = request("POST", gw + "/claim", args.code, fingerprint=fp, json={
                 "token": tok["token"], "cloud_url": args.cloud_for_gateway or args.cloud,
             })  # fmt: skip
             out["claim_token_id"] = tok["id"]
@@ -127,9 +144,9 @@ def run(args: argparse.Namespace) -> int:
                     "its current credentials stay valid until it redeems the token")  # fmt: skip
         else:
             print("rotation token issued; the gateway is redeeming it ...", file=sys.stderr)
-            out = request("POST", gateway_url(args.gateway) + "/rotate", args.code, json={
-                "token": tok["token"], "cloud_url": args.cloud_for_gateway or args.cloud,
-            })  # fmt: skip
+            body = {"token": tok["token"], "cloud_url": args.cloud_for_gateway or args.cloud}
+            url = gateway_url(args.gateway) + "/rotate"
+            out = request("POST", url, args.code, fingerprint=fp, json=body)
             out["claim_token_id"] = tok["id"]
             old, new = sanitize(out["previous_fingerprint"]), sanitize(out["fingerprint"])
             text = f"rotated gateway {out['gateway_id']}: key fingerprint {old} -> {new}"

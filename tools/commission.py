@@ -7,6 +7,12 @@
 
 The pairing code (on the gateway's label) may also come from ``EMBERLINK_PAIRING_CODE``. Every
 sub-command takes ``--json`` (the gateway's answer on stdout). Progress goes to stderr.
+
+The provisioning API is HTTPS only, with the gateway's self-signed certificate; an ``http://``
+address is upgraded, so the pairing code never crosses the LAN in clear. The certificate is
+pinned: ``--fingerprint`` (its SHA-256, as ``emberlink discover --json`` shows it in ``cert``),
+else the fingerprint in the gateway's mDNS TXT record, looked up by its address and port. Any
+other certificate is refused before the pairing code is sent.
 Exit codes: 0 done (``read``: every point ok), 1 the gateway refused or a point is flagged,
 2 bad input (one line on stderr).
 """
@@ -14,8 +20,13 @@ Exit codes: 0 done (``read``: every point ok), 1 the gateway refused or a point 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
+import hmac
 import json
 import os
+import re
+import ssl
 import sys
 import time
 import tomllib
@@ -24,10 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from emberlink.edge.provision.tls import fingerprint_pem
 
+from . import discover
 from .discover import sanitize
 
 HTTP_TIMEOUT_S = 30.0
+CERT_TIMEOUT_S = 10.0  # fetching the gateway's certificate to compare with the pin
+RESOLVE_S = 5.0  # looking the gateway's certificate fingerprint up over mDNS
+DEFAULT_PORT = 8470
+FINGERPRINT_ENV = "EMBERLINK_GATEWAY_FINGERPRINT"
+PIN_HELP = f"SHA-256 of the gateway's TLS certificate (or {FINGERPRINT_ENV}; else from mDNS)"
 READ_FORMAT = "{: <16} | {: <24} | {: >12} | {: <5} | {}"
 READ_COLUMNS = ("Device", "Point", "Value", "Unit", "Status")
 SCAN_FORMAT = "{: >4} | {: <14} | {}"
@@ -38,20 +56,93 @@ class Refused(Exception):
     """The gateway (or the cloud) answered with an error; ``str()`` is its reason."""
 
 
+class PinMismatch(Refused):
+    """The gateway presents a certificate other than the pinned one."""
+
+
 class Usage(Exception):
     """Bad input on our side: exit 2."""
 
 
 def gateway_url(text: str) -> str:
-    text = text.strip()
-    if not text.startswith(("http://", "https://")):
-        text = "http://" + text
-    return text.rstrip("/")
+    """``https://HOST:PORT`` for ``HOST:PORT``, ``http://...`` or ``https://...``: the API is
+    TLS only, so a plain address is upgraded rather than refused."""
+    text = text.strip().rstrip("/")
+    text = re.sub(r"^https?://", "", text)
+    return "https://" + text
 
 
-def request(method: str, url: str, code: str, **kw: Any) -> Any:
+# What gateways' mDNS records said, by (host, port), for this process's later calls.
+_mdns_pins: dict[tuple[str, int], str] = {}
+_contexts: dict[tuple[str, int, str], ssl.SSLContext] = {}
+
+
+def normalize_fingerprint(text: str) -> str:
+    """64 hex digits, colons and case as ``openssl x509 -fingerprint`` prints them accepted."""
+    fp = text.strip().replace(":", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", fp):
+        raise Usage(f"a certificate fingerprint is 64 hex digits (SHA-256), not {text!r}")
+    return fp
+
+
+def _expected(host: str, port: int, fingerprint: str | None) -> tuple[str, str]:
+    """The pin for the gateway at ``host:port`` and where it came from."""
+    if fingerprint:
+        return normalize_fingerprint(fingerprint), "--fingerprint"
+    hit = _mdns_pins.get((host, port))
+    if hit is not None:
+        return hit, "its mDNS record"
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:  # also when called on an event loop
+        row = ex.submit(asyncio.run, discover.find(host, port, RESOLVE_S)).result()
+    if row is None:
+        raise Refused(
+            f"no gateway advertised at {host}:{port} over mDNS, so no certificate to pin: pass "
+            "--fingerprint (its 'cert' in `emberlink discover --json` on the gateway's LAN)"
+        )
+    if not row.get("cert"):
+        raise Refused(f"the gateway at {host}:{port} advertises no certificate fingerprint "
+                      "(software without TLS): update it before commissioning")  # fmt: skip
+    fp = normalize_fingerprint(str(row["cert"]))
+    _mdns_pins[(host, port)] = fp
+    return fp, "its mDNS record"
+
+
+def pinned_context(host: str, port: int, expected: str, source: str) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the gateway's certificate, after checking that the
+    certificate it presents has the ``expected`` fingerprint; PinMismatch says which differ."""
+    hit = _contexts.get((host, port, expected))
+    if hit is not None:
+        return hit
     try:
-        with httpx.Client(timeout=HTTP_TIMEOUT_S) as c:
+        pem = ssl.get_server_certificate((host, port), timeout=CERT_TIMEOUT_S)
+    except (OSError, ssl.SSLError) as e:
+        raise Refused(f"cannot reach the gateway's TLS API at {host}:{port}: {e}") from e
+    got = fingerprint_pem(pem)
+    if not hmac.compare_digest(got, expected):
+        raise PinMismatch(
+            f"the gateway at {host}:{port} presents certificate {got[:16]}..., not "
+            f"{expected[:16]}... ({source}): refusing to send the pairing code (another machine "
+            "may be answering in its place)"
+        )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # the pin, not a name, identifies the gateway
+    ctx.load_verify_locations(cadata=pem)
+    _contexts[(host, port, expected)] = ctx
+    return ctx
+
+
+def _client(url: str, fingerprint: str | None) -> httpx.Client:
+    u = httpx.URL(url)
+    host, port = u.host, u.port or DEFAULT_PORT
+    fp, source = _expected(host, port, fingerprint)
+    return httpx.Client(timeout=HTTP_TIMEOUT_S, verify=pinned_context(host, port, fp, source))
+
+
+def request(method: str, url: str, code: str, *, fingerprint: str | None = None, **kw: Any) -> Any:
+    """One call to the gateway's API over pinned TLS; Refused with the reason."""
+    url = gateway_url(url)
+    try:
+        with _client(url, fingerprint) as c:
             r = c.request(method, url, headers={"X-Pairing-Code": code}, **kw)
     except httpx.HTTPError as e:
         raise Refused(f"cannot reach the gateway: {e}") from e
@@ -69,12 +160,16 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
     return f"\r[{'#' * n}{'.' * (width - n)}] {done}/{total}"
 
 
-def scan(url: str, code: str, bus: int, units: str, *, quiet: bool = False) -> list[dict]:
+def scan(
+    url: str, code: str, bus: int, units: str, *, quiet: bool = False,
+    fingerprint: str | None = None,
+) -> list[dict]:  # fmt: skip
     """Stream the gateway's scan; draw progress on stderr; return the devices found."""
     body = {"bus": bus, "units": units}
+    url = gateway_url(url)
     try:
         with (
-            httpx.Client(timeout=HTTP_TIMEOUT_S) as c,
+            _client(url, fingerprint) as c,
             c.stream("POST", url + "/scan", json=body, headers={"X-Pairing-Code": code}) as r,
         ):
             if r.status_code >= 400:
@@ -105,6 +200,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--gateway", required=True, help="HOST:PORT of the provisioning API")
         p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"),
                        help="pairing code on the label (or EMBERLINK_PAIRING_CODE)")  # fmt: skip
+        p.add_argument("--fingerprint", default=os.environ.get(FINGERPRINT_ENV), help=PIN_HELP)
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     common(sub.add_parser("status", help="serial, state, fingerprint"))
@@ -127,19 +223,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.code:
         raise Usage("a pairing code is needed (--code or EMBERLINK_PAIRING_CODE)")
     url = gateway_url(args.gateway)
+    fp = args.fingerprint
+    if fp:
+        normalize_fingerprint(fp)  # Usage before anything is sent
     out: Any
     if args.cmd == "status":
-        out = request("GET", url + "/status", args.code)
+        out = request("GET", url + "/status", args.code, fingerprint=fp)
         text = "\n".join(f"{k}: {sanitize(v)}" for k, v in out.items())
     elif args.cmd == "configure":
         try:
             site = tomllib.loads(args.site.read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise Usage(f"cannot read {args.site}: {e}") from e
-        out = request("PUT", url + "/config", args.code, json={"unit": args.unit, "config": site})
+        out = request("PUT", url + "/config", args.code, fingerprint=fp,
+                      json={"unit": args.unit, "config": site})  # fmt: skip
         text = f"configured: {out['buses']} buses, {out['devices']} devices"
     elif args.cmd == "scan":
-        found = scan(url, args.code, args.bus, args.units, quiet=args.json)
+        found = scan(url, args.code, args.bus, args.units, quiet=args.json, fingerprint=fp)
         out = found
         lines = [SCAN_FORMAT.format(*SCAN_COLUMNS)]
         for f in found:
@@ -153,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         text = "\n".join(lines)
     else:
         print("reading every configured point ...", file=sys.stderr)
-        out = request("POST", url + "/commission", args.code)
+        out = request("POST", url + "/commission", args.code, fingerprint=fp)
         out["signed_off_by"] = args.signed_by
         if args.signed_by:
             out["signed_off_ms"] = time.time_ns() // 1_000_000

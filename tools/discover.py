@@ -2,6 +2,11 @@
 
     emberlink discover [--timeout 3] [--interface 192.168.1.20] [--json] [-v]
 
+Each gateway's provisioning API is then checked against the certificate fingerprint of its TXT
+record (``cert``): the TLS column says ``pinned`` (the API presents that certificate),
+``MISMATCH`` (another certificate: do not commission it; one line on stderr says so),
+``no cert`` (the record has none: a gateway too old for TLS) or ``unreachable``.
+
 Exit codes: 0 at least one gateway found, 1 none found, 2 bad usage. Device-supplied strings
 (TXT records, names) are stripped of control characters and capped in length before printing.
 """
@@ -20,8 +25,8 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 SERVICE_TYPE = "_emberlink._tcp.local."
-FORMAT = "{: <28} | {: <14} | {: <9} | {: <10} | {: <16} | {}"
-COLUMN_NAMES = ("Name", "Serial", "State", "Version", "Fingerprint", "Address")
+FORMAT = "{: <28} | {: <14} | {: <9} | {: <10} | {: <16} | {: <11} | {}"
+COLUMN_NAMES = ("Name", "Serial", "State", "Version", "Fingerprint", "TLS", "Address")
 MAX_FIELD = 64  # a TXT value longer than this is cut: no gateway needs more, a hostile one could
 RESOLVE_TIMEOUT_MS = 3000
 
@@ -43,6 +48,7 @@ def _row(info: AsyncServiceInfo) -> dict[str, Any]:
         "state": props.get("state", "?"),
         "sw": props.get("sw", "?"),
         "fingerprint": props.get("fp", "?"),
+        "cert": props.get("cert"),
         "address": addrs[0] if addrs else "?",
         "port": info.port,
     }
@@ -76,6 +82,61 @@ async def discover(timeout_s: float, interfaces: list[str] | None = None) -> lis
     return sorted(rows, key=lambda r: r["serial"])
 
 
+async def find(
+    host: str, port: int, timeout_s: float, interfaces: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The advertised gateway at ``host:port``, as soon as it answers (None after the timeout).
+    A loopback address is looked for on the loopback interface unless ``interfaces`` says."""
+    if interfaces is None and host.startswith("127."):
+        interfaces = [host]
+    kw: dict[str, Any] = {"ip_version": IPVersion.V4Only}
+    if interfaces:
+        kw["interfaces"] = interfaces
+    azc = AsyncZeroconf(**kw)
+    names: list[str] = []
+
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change is not ServiceStateChange.Removed and name not in names:
+            names.append(name)
+
+    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    done = 0
+    try:
+        while loop.time() < deadline:
+            while done < len(names):
+                info = AsyncServiceInfo(SERVICE_TYPE, names[done])
+                done += 1
+                left_ms = max(100, int((deadline - loop.time()) * 1000))
+                found = await info.async_request(azc.zeroconf, min(left_ms, RESOLVE_TIMEOUT_MS))
+                if found and info.port == port and host in info.parsed_addresses():
+                    return _row(info)
+            await asyncio.sleep(0.05)
+    finally:
+        await browser.async_cancel()
+        await azc.async_close()
+    return None
+
+
+def tls_check(row: dict[str, Any]) -> str:
+    """``pinned``, ``MISMATCH``, ``no cert`` or ``unreachable``: does the gateway's API present
+    the certificate its TXT record names?"""
+    from .commission import PinMismatch, Refused, pinned_context
+
+    if not row.get("cert"):
+        return "no cert"
+    try:
+        pinned_context(row["address"], row["port"], row["cert"], "its mDNS record")
+    except PinMismatch:
+        return "MISMATCH"
+    except Refused:
+        return "unreachable"
+    return "pinned"
+
+
 async def main_async(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="emberlink discover", description=__doc__.split("\n")[0])
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds to listen (default 3)")
@@ -92,6 +153,12 @@ async def main_async(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     print(f"browsing {SERVICE_TYPE} for {args.timeout:g} s ...", file=sys.stderr)
     rows = await discover(args.timeout, args.interface)
+    for r in rows:
+        r["tls"] = await asyncio.to_thread(tls_check, r)
+        if r["tls"] == "MISMATCH":
+            print(f"emberlink discover: {r['serial']} at {r['address']}:{r['port']} presents a "
+                  "certificate other than its mDNS record's: do not commission it",
+                  file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(rows))
     else:
@@ -99,9 +166,8 @@ async def main_async(argv: list[str]) -> int:
         print("-" * len(FORMAT.format(*COLUMN_NAMES)))
         for r in rows:
             addr = f"{r['address']}:{r['port']}"
-            print(
-                FORMAT.format(r["name"], r["serial"], r["state"], r["sw"], r["fingerprint"], addr)
-            )
+            print(FORMAT.format(r["name"], r["serial"], r["state"], r["sw"], r["fingerprint"],
+                                r["tls"], addr))  # fmt: skip
     return 0 if rows else 1
 
 

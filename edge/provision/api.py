@@ -1,9 +1,9 @@
-"""The local provisioning API (HTTP on the LAN), protected by the pairing code.
+"""The local provisioning API (HTTPS on the LAN, ``runner.py``), protected by the pairing code.
 
 Every route requires the ``X-Pairing-Code`` header; a wrong or missing code is 401, and a
 client with repeated failures is locked out (429 with ``Retry-After``).
 
-    GET  /status       serial, software, state, key fingerprint, configured gateway number
+    GET  /status       serial, software, state, key and certificate fingerprints, gateway number
     PUT  /config       the site: {"unit": name, "config": {"gateway", "bus", "device"}}
     POST /scan         {"bus": id, "units": "1-247", "answer_s": 0.3}: NDJSON progress lines,
                        then {"found": [...]}
@@ -76,6 +76,8 @@ def make_app(
     store: ProvisionStore,
     on_claimed: OnClaimed | None = None,
     service: ServiceControl | None = None,
+    *,
+    cert_fp: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="EmberLink gateway provisioning", docs_url=None, redoc_url=None)
     guard = PairingGuard(store.pairing_code)
@@ -124,6 +126,7 @@ def make_app(
             "sw": software_version(),
             "state": store.state(),
             "fingerprint": store.fingerprint(),
+            "cert": cert_fp,
             "unit": site.get("unit") if site else None,
             "gateway_id": creds["gateway_id"] if creds else None,
             "polling": app.state.polling,

@@ -5,7 +5,9 @@ until an installer has pushed its site and claimed it; it then writes ``gateway.
 own MQTT login and MAC key, re-announces (state ``claimed``) and runs the gateway service
 (``edge/service.py``), whose uplink logs in with those credentials and seals each batch with
 ``wire.seal(batch, key)``. A gateway already claimed at start goes straight to the service. The
-API stays up for status; bus jobs are refused while the service polls.
+API stays up for status; bus jobs are refused while the service polls. The API is served over
+TLS with the gateway's self-signed certificate (``tls.py``), whose fingerprint the TXT record
+carries as ``cert`` for the installer's commands to pin.
 
 A rotation (``POST /rotate``) pauses the service (``Service.pause``: it stops polling and
 publishing, its outbox keeps what is unsent), redeems the rotation token, and resumes it
@@ -30,28 +32,39 @@ from ..service import Gateway, software_version
 from .api import make_app
 from .mdns import Advertiser
 from .store import CLAIMED, ProvisionStore
+from .tls import TlsError, cert_fingerprint, ensure_cert
 
 log = logging.getLogger("emberlink.provision")
 
 DEFAULT_PORT = 8470
 
 
-def txt(store: ProvisionStore) -> dict[str, str]:
-    return {
+def txt(store: ProvisionStore, cert_fp: str | None = None) -> dict[str, str]:
+    """The TXT record; ``cert`` (the API's certificate fingerprint) when served over TLS."""
+    out = {
         "serial": store.serial,
         "sw": software_version(),
         "state": store.state(),
         "fp": store.fingerprint(),
         "api": "1",
     }
+    if cert_fp is not None:
+        out["cert"] = cert_fp
+    return out
 
 
 class Service:
     """The gateway service, started, paused and resumed from the state directory."""
 
     def __init__(
-        self, store: ProvisionStore, app: Any, adv: Advertiser, on_signal: Callable[[], None]
+        self,
+        store: ProvisionStore,
+        app: Any,
+        adv: Advertiser,
+        on_signal: Callable[[], None],
+        cert_fp: str | None = None,
     ) -> None:
+        self.cert_fp = cert_fp
         self.store = store
         self.app = app
         self.adv = adv
@@ -85,7 +98,7 @@ class Service:
         finally:
             self.paused = False
             self.changed.set()
-        await self.adv.update(txt(self.store))
+        await self.adv.update(txt(self.store, self.cert_fp))
 
     async def stop(self) -> None:
         if self.gw is not None and self.task is not None:
@@ -119,8 +132,21 @@ async def run(
     port: int = DEFAULT_PORT,
     advertise_addresses: list[str] | None = None,
     mdns_interfaces: list[str] | None = None,
+    tls: bool = True,
 ) -> int:
+    """Serve provisioning (over TLS with the gateway's own certificate unless ``tls`` is
+    False, for development only), then the service once claimed. Returns the exit code."""
     store = ProvisionStore(state_dir, serial)
+    cert: Path | None = None
+    key: Path | None = None
+    cert_fp: str | None = None
+    if tls:
+        try:
+            cert, key = ensure_cert(store.dir, store.serial)
+            cert_fp = cert_fingerprint(store.dir)
+        except TlsError as e:
+            log.error("cannot serve the provisioning API over TLS: %s", e)
+            return 1
     claimed = asyncio.Event()
     stop = asyncio.Event()
 
@@ -142,8 +168,12 @@ async def run(
                 await self.svc.resume()
 
     late = _Late()
-    app = make_app(store, on_claimed, late)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    app = make_app(store, on_claimed, late, cert_fp=cert_fp)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", ssl_certfile=cert, ssl_keyfile=key
+        )
+    )
     _on_signals(stop.set)
     addresses = advertise_addresses or ["127.0.0.1" if host in ("0.0.0.0", "") else host]
     # _serve: serve() without uvicorn's own signal capture, which would re-raise SIGTERM after
@@ -152,15 +182,17 @@ async def run(
     svc: Service | None = None
     try:
         async with Advertiser(
-            store.serial, port, txt(store), addresses=addresses, interfaces=mdns_interfaces
-        ) as adv:
-            log.info("provisioning API on %s:%s, serial %s", host, port, store.serial)
+            store.serial, port, txt(store, cert_fp), addresses=addresses,
+            interfaces=mdns_interfaces,
+        ) as adv:  # fmt: skip
+            log.info("provisioning API on %s://%s:%s, serial %s, certificate %s",
+                     "https" if tls else "http", host, port, store.serial, cert_fp)  # fmt: skip
             if store.state() != CLAIMED:
                 await _first(claimed.wait(), stop.wait())
             if stop.is_set() or store.state() != CLAIMED:
                 return 0
-            await adv.update(txt(store))
-            svc = late.svc = Service(store, app, adv, stop.set)
+            await adv.update(txt(store, cert_fp))
+            svc = late.svc = Service(store, app, adv, stop.set, cert_fp)
             svc.start()
             while not stop.is_set():
                 svc.changed.clear()

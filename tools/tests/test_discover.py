@@ -61,13 +61,21 @@ async def test_discover_table_and_exit_codes(capsys: pytest.CaptureFixture[str])
 
 
 def test_commission_and_claim_exit_codes(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    """No pairing code or API token: 2 with one line; an unreachable gateway: 1."""
+    """No pairing code or API token, a malformed fingerprint: 2 with one line; an unreachable
+    gateway, one not on mDNS (no certificate to pin): 1 with the reason."""
     monkeypatch.delenv("EMBERLINK_PAIRING_CODE", raising=False)
     monkeypatch.delenv("EMBERLINK_API_TOKEN", raising=False)
+    monkeypatch.delenv(commission.FINGERPRINT_ENV, raising=False)
+    monkeypatch.setattr(commission, "RESOLVE_S", 0.5)
     assert commission.main(["status", "--gateway", "127.0.0.1:1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    rc = commission.main(["status", "--gateway", f"127.0.0.1:{_port()}", "--code", "1"])
-    assert rc == 1 and "cannot reach the gateway" in capsys.readouterr().err
+    gw = f"127.0.0.1:{_port()}"
+    rc = commission.main(["status", "--gateway", gw, "--code", "1", "--fingerprint", "ab" * 32])
+    assert rc == 1 and "cannot reach the gateway's TLS API" in capsys.readouterr().err
+    assert commission.main(["status", "--gateway", gw, "--code", "1", "--fingerprint", "ab"]) == 2
+    assert "64 hex digits" in capsys.readouterr().err
+    rc = commission.main(["status", "--gateway", gw, "--code", "1"])
+    assert rc == 1 and "no gateway advertised" in capsys.readouterr().err
     assert claim.main(["revoke", "--cloud", "http://127.0.0.1:1", "--gateway-id", "1"]) == 2
     assert "API token" in capsys.readouterr().err
     assert commission.main(["bogus"]) == 2
