@@ -107,14 +107,16 @@ def _expected(host: str, port: int, fingerprint: str | None) -> tuple[str, str]:
     return fp, "its mDNS record"
 
 
-def pinned_context(host: str, port: int, expected: str, source: str) -> ssl.SSLContext:
+def pinned_context(
+    host: str, port: int, expected: str, source: str, timeout_s: float = CERT_TIMEOUT_S
+) -> ssl.SSLContext:
     """A TLS context that trusts exactly the gateway's certificate, after checking that the
     certificate it presents has the ``expected`` fingerprint; PinMismatch says which differ."""
     hit = _contexts.get((host, port, expected))
     if hit is not None:
         return hit
     try:
-        pem = ssl.get_server_certificate((host, port), timeout=CERT_TIMEOUT_S)
+        pem = ssl.get_server_certificate((host, port), timeout=timeout_s)
     except (OSError, ssl.SSLError) as e:
         raise Refused(f"cannot reach the gateway's TLS API at {host}:{port}: {e}") from e
     got = fingerprint_pem(pem)

@@ -29,6 +29,7 @@ FORMAT = "{: <28} | {: <14} | {: <9} | {: <10} | {: <16} | {: <11} | {}"
 COLUMN_NAMES = ("Name", "Serial", "State", "Version", "Fingerprint", "TLS", "Address")
 MAX_FIELD = 64  # a TXT value longer than this is cut: no gateway needs more, a hostile one could
 RESOLVE_TIMEOUT_MS = 3000
+TLS_CHECK_S = 3.0  # per gateway, all at once
 
 
 def sanitize(value: object, limit: int = MAX_FIELD) -> str:
@@ -129,7 +130,7 @@ def tls_check(row: dict[str, Any]) -> str:
     if not row.get("cert"):
         return "no cert"
     try:
-        pinned_context(row["address"], row["port"], row["cert"], "its mDNS record")
+        pinned_context(row["address"], row["port"], row["cert"], "its mDNS record", TLS_CHECK_S)
     except PinMismatch:
         return "MISMATCH"
     except Refused:
@@ -153,9 +154,10 @@ async def main_async(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     print(f"browsing {SERVICE_TYPE} for {args.timeout:g} s ...", file=sys.stderr)
     rows = await discover(args.timeout, args.interface)
-    for r in rows:
-        r["tls"] = await asyncio.to_thread(tls_check, r)
-        if r["tls"] == "MISMATCH":
+    checks = await asyncio.gather(*(asyncio.to_thread(tls_check, r) for r in rows))
+    for r, tls in zip(rows, checks, strict=True):
+        r["tls"] = tls
+        if tls == "MISMATCH":
             print(f"emberlink discover: {r['serial']} at {r['address']}:{r['port']} presents a "
                   "certificate other than its mDNS record's: do not commission it",
                   file=sys.stderr)  # fmt: skip
