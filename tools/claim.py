@@ -60,6 +60,9 @@ def cloud(method: str, url: str, token: str, **kw: Any) -> Any:
     return r.json()
 
 
+CODE_HELP = "pairing code on the gateway's label (or EMBERLINK_PAIRING_CODE)"
+
+
 def _args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="emberlink claim", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -69,13 +72,13 @@ def _args(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--api-token", default=os.environ.get("EMBERLINK_API_TOKEN"),
                        help="installer's API token (or EMBERLINK_API_TOKEN)")  # fmt: skip
         p.add_argument("--gateway-id", type=int, required=True, help="registry gateway number")
-        p.add_argument("--json", action="store_true")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("gateway", help="claim a gateway end to end")
     common(p)
     p.add_argument("--site", type=int, required=True)
     p.add_argument("--gateway", required=True, help="HOST:PORT of its provisioning API")
-    p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"))
+    p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"), help=CODE_HELP)
     p.add_argument("--fingerprint", default=os.environ.get(FINGERPRINT_ENV), help=PIN_HELP)
     p.add_argument("--cloud-for-gateway", help="the cloud URL as the gateway reaches it")
     p = sub.add_parser("token", help="only issue a claim token")
@@ -86,7 +89,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p = sub.add_parser("rotate", help="give a gateway a new password and MAC key")
     common(p)
     p.add_argument("--gateway", help="HOST:PORT of its provisioning API (else: token only)")
-    p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"))
+    p.add_argument("--code", default=os.environ.get("EMBERLINK_PAIRING_CODE"), help=CODE_HELP)
     p.add_argument("--fingerprint", default=os.environ.get(FINGERPRINT_ENV), help=PIN_HELP)
     p.add_argument("--cloud-for-gateway", help="the cloud URL as the gateway reaches it")
     p.add_argument("--ttl", type=int, default=600, help="token validity, seconds, at most 600")
