@@ -505,6 +505,10 @@ class GatewayCredential(Base):
     issued_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    # A rotation's login is pending (confirmed_ms None) until the gateway proves it holds it;
+    # its MAC key becomes the gateway's then. Both logins are valid meanwhile.
+    mac_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    confirmed_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ProvisionAudit(Base):

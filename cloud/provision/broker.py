@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 import signal
@@ -45,6 +46,21 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
 
 
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a ``$7$`` hash (constant-time); False for any other format."""
+    try:
+        _, kind, iterations, salt, digest = hashed.split("$")
+        if kind != "7":
+            return False
+        want = base64.b64decode(digest, validate=True)
+        got = hashlib.pbkdf2_hmac(
+            "sha512", password.encode(), base64.b64decode(salt, validate=True), int(iterations)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, want)
+
+
 class BrokerSettings(BaseSettings):
     """Where the broker's files are and how to reach it (``EMBERLINK_BROKER_*``)."""
 
@@ -69,7 +85,8 @@ class Rendered:
 
 
 def render(session: Session, settings: BrokerSettings) -> Rendered:
-    """Both files' text from the active credentials (one per gateway: the newest)."""
+    """Both files' text from the active credentials: one login per gateway, two while a
+    rotated one awaits the gateway's confirmation (each with the gateway's own topics)."""
     rows = session.scalars(
         select(models.GatewayCredential)
         .where(models.GatewayCredential.revoked_ms.is_(None))

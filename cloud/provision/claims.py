@@ -1,9 +1,11 @@
 """Claim tokens and gateway credentials: issue, redeem, rotate, revoke, decommission.
 
 A rotation is a claim token for a gateway that already holds credentials: redeeming it issues
-the new login and MAC key and supersedes the old ones (audited ``rotate`` by the installer,
-``rotate_redeem`` by the gateway). Until then the old ones stay valid, so a rotation never cuts
-a gateway off before it has its new credentials in hand.
+a new login and MAC key that stay pending (the old ones in force, both logins accepted by the
+broker) until the gateway confirms them with the new password; then the new key is the
+gateway's and the old login is superseded (audited ``rotate`` by the installer,
+``rotate_redeem`` and ``rotate_confirm`` by the gateway, each with the token). A rotation
+therefore never cuts a gateway off before it has proved it holds its new credentials.
 
 Functions are keyword-only and never commit (the request's ``SessionDep`` does), so a step and
 its audit row share a transaction. A refused redeem is audited in a transaction of its own by
@@ -19,7 +21,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import crud, models, schemas
@@ -109,19 +111,39 @@ def issue_token(
     return row, token
 
 
-def _new_credentials(session: Session, gateway: models.Gateway, token_id: int | None) -> Issued:
-    now = crud.now_ms()
-    for old in session.scalars(
-        select(models.GatewayCredential).where(
-            models.GatewayCredential.gateway_id == gateway.id,
-            models.GatewayCredential.revoked_ms.is_(None),
+def _active(session: Session, gateway_id: int) -> list[models.GatewayCredential]:
+    return list(
+        session.scalars(
+            select(models.GatewayCredential)
+            .where(
+                models.GatewayCredential.gateway_id == gateway_id,
+                models.GatewayCredential.revoked_ms.is_(None),
+            )
+            .order_by(models.GatewayCredential.id)
         )
-    ):
-        old.revoked_ms = now
-        old.revoked_reason = "superseded"
+    )
+
+
+def _new_credentials(
+    session: Session, gateway: models.Gateway, token_id: int | None, *, pending: bool
+) -> Issued:
+    """A new login and MAC key for ``gateway``. Not ``pending`` (a claim): in force at once,
+    every other login superseded. ``pending`` (a rotation): the confirmed login and the
+    gateway's key stay in force until ``confirm``; an earlier pending login is superseded."""
+    now = crud.now_ms()
+    active = _active(session, gateway.id)
+    for old in active:
+        if not pending or old.confirmed_ms is None:
+            old.revoked_ms = now
+            old.revoked_reason = "superseded"
     password = secrets.token_urlsafe(32)
     key = secrets.token_bytes(MAC_KEY_BYTES)
     username = broker.username_of(gateway.id)
+    if pending:  # a second login beside the one in force: another name in the password file
+        n = session.scalar(
+            select(func.count()).where(models.GatewayCredential.gateway_id == gateway.id)
+        )
+        username = f"{username}-r{n}"
     session.add(
         models.GatewayCredential(
             gateway_id=gateway.id,
@@ -129,15 +151,21 @@ def _new_credentials(session: Session, gateway: models.Gateway, token_id: int | 
             password_hash=broker.hash_password(password),
             claim_token_id=token_id,
             issued_ms=now,
+            mac_key=key,
+            confirmed_ms=None if pending else now,
         )
     )
-    gateway.mac_key = key
+    if not pending:
+        gateway.mac_key = key
     session.flush()
     return Issued(gateway.id, username, password, key)
 
 
 def redeem(*, session: Session, token: str, serial: str) -> Issued:
-    """Exchange a claim token for the gateway's own credentials; ClaimRefused says why not."""
+    """Exchange a claim token for the gateway's own credentials; ClaimRefused says why not.
+
+    For a gateway that holds a confirmed login (a rotation, or a claim token for a gateway
+    already claimed) the new login is pending until the gateway confirms it (``confirm``)."""
     row = session.scalars(
         select(models.ClaimToken).where(models.ClaimToken.token_hash == hash_token(token))
     ).one_or_none()
@@ -165,16 +193,8 @@ def redeem(*, session: Session, token: str, serial: str) -> Issued:
     else:
         gw.serial = serial
     row.used_ms = now
-    rotating = (
-        session.scalars(
-            select(models.GatewayCredential.id).where(
-                models.GatewayCredential.gateway_id == gw.id,
-                models.GatewayCredential.revoked_ms.is_(None),
-            )
-        ).first()
-        is not None
-    )
-    issued = _new_credentials(session, gw, row.id)
+    rotating = any(c.confirmed_ms is not None for c in _active(session, gw.id))
+    issued = _new_credentials(session, gw, row.id, pending=rotating)
     audit(
         session=session,
         actor=f"gateway:{serial}",
@@ -182,8 +202,40 @@ def redeem(*, session: Session, token: str, serial: str) -> Issued:
         gateway_id=gw.id,
         site_id=row.site_id,
         claim_token_id=row.id,
+        reason="pending until the gateway confirms it" if rotating else "",
     )
     return issued
+
+
+def confirm(*, session: Session, username: str, password: str) -> tuple[models.Gateway, bool]:
+    """The gateway proves it holds a login (its password): a pending one comes into force, its
+    MAC key becomes the gateway's and every other login is superseded. Idempotent: a login
+    already in force is confirmed again. Returns the gateway and whether anything changed."""
+    row = session.scalars(
+        select(models.GatewayCredential).where(
+            models.GatewayCredential.username == username,
+            models.GatewayCredential.revoked_ms.is_(None),
+        )
+    ).first()
+    if row is None or not broker.verify_password(password, row.password_hash):
+        raise ClaimRefused("Unknown login or wrong password", status=401)
+    gw = session.get(models.Gateway, row.gateway_id)
+    assert gw is not None  # a credential's gateway row is never deleted
+    if row.confirmed_ms is not None:
+        return gw, False
+    now = crud.now_ms()
+    row.confirmed_ms = now
+    gw.mac_key = row.mac_key
+    for other in _active(session, gw.id):
+        if other.id != row.id:
+            other.revoked_ms = now
+            other.revoked_reason = "superseded"
+    audit(
+        session=session, actor=f"gateway:{gw.serial}", action="rotate_confirm",
+        gateway_id=gw.id, site_id=gw.site_id, claim_token_id=row.claim_token_id,
+    )  # fmt: skip
+    session.flush()
+    return gw, True
 
 
 def rotate(
@@ -192,11 +244,11 @@ def rotate(
     """A one-time rotation token for a claimed gateway (the clear token is returned once).
 
     Nothing is revoked here: the gateway keeps its current login and MAC key until it redeems
-    the token (``redeem``), which issues the new ones and supersedes the old in one
-    transaction. A new rotation token revokes the gateway's earlier unused ones. The installer
-    hands the token to the gateway over its provisioning API; the
-    gateway pauses its service, redeems, and resumes with the new credentials (or with the old
-    ones, still valid, when the cloud refuses)."""
+    the token (``redeem``: a new login and key, pending) and confirms them (``confirm``: in
+    force, the old superseded). A new rotation token revokes the gateway's earlier unused ones.
+    The installer hands the token to the gateway over its provisioning API; the gateway pauses
+    its service, redeems, confirms and resumes with the new credentials, or with the old ones,
+    still valid, when a step is refused or the cloud cannot be reached."""
     if not gateway.serial:
         raise ClaimRefused("Gateway has no serial on record: claim it first", status=409)
     active = session.scalars(

@@ -3,8 +3,9 @@
 Each path through the claim routes has its test (issued, refused as unknown, reused, expired,
 foreign, over-long validity, wrong role), and the rendered password and ACL files are loaded by
 a Mosquitto started here: a claimed gateway publishes on its own topics, another gateway's
-login cannot publish on them, a rotated password works until the gateway redeems its rotation
-token and then stops, a revoked one stops working after the reload.
+login cannot publish on them; a rotation adds a pending login beside the one in force until
+the gateway confirms it with its new password, then the old password stops working; a revoked
+one stops working after the reload.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def test_issue_token_checks(client: TestClient, world: World) -> None:
 
 
 def test_broker_limits_each_gateway_to_its_topics(
-    client: TestClient, world: World, secured_broker: Broker
+    client: TestClient, world: World, secured_broker: Broker, sessions: sessionmaker[Session]
 ) -> None:
     """Real Mosquitto, files rendered by the cloud: A publishes on its topics; B's login cannot
     publish on A's; a rotated password, a revoked login and a wrong password cannot connect."""
@@ -198,30 +199,47 @@ def test_broker_limits_each_gateway_to_its_topics(
     for c in (ca, cb, svc):
         c.loop_stop()
         c.disconnect()
-    # rotate A: a rotation token; the old login works until the gateway redeems it, then the
-    # old password is refused and the new one works
+    # rotate A: a rotation token changes nothing; the redeem adds a pending login (both work,
+    # the gateway's key is still the old); the confirmation with the new login brings it into
+    # force (the old password is refused, the key is the new one)
     r = client.post("/api/v1/gateways/201/credentials/rotate", headers=world.auth("installer"))
     assert r.status_code == 201, r.text
     rot = r.json()
     assert (rot["gateway_id"], rot["serial"], rot["site_id"]) == (201, "EL-A", world.site_a)
     assert "mqtt_password" not in rot and rot["token"].startswith("elc_")
-    time.sleep(0.3)
-    still = mqtt_check.connect("127.0.0.1", port, "gw-201", a["mqtt_password"])
-    assert not isinstance(still, str), still
-    still.loop_stop()
-    still.disconnect()
     assert redeem(client, rot["token"], "EL-B")[0] == 403  # bound to A's serial
     status, new = redeem(client, rot["token"], "EL-A")
     assert status == 200, new
-    assert new["mac_key_hex"] != a["mac_key_hex"] and new["mqtt_username"] == "gw-201"
+    assert new["mac_key_hex"] != a["mac_key_hex"] and new["mqtt_username"] != "gw-201"
     assert redeem(client, rot["token"], "EL-A") == (
         403, {"detail": "Claim token was already used"})  # fmt: skip
     time.sleep(0.3)
+    for user, pw in (("gw-201", a["mqtt_password"]), (new["mqtt_username"], new["mqtt_password"])):
+        both = mqtt_check.connect("127.0.0.1", port, user, pw)
+        assert not isinstance(both, str), (user, both)
+        both.loop_stop()
+        both.disconnect()
+    assert f"user {new['mqtt_username']}\ntopic write el/v1/201/ev" in acl.read_text()
+    with sessions() as s:
+        assert s.get(models.Gateway, 201).mac_key == bytes.fromhex(a["mac_key_hex"])  # type: ignore[union-attr]
+    r = client.post("/api/v1/claims/confirm", auth=(new["mqtt_username"], "wrong"))
+    assert (r.status_code, r.json()["detail"]) == (401, "Unknown login or wrong password")
+    r = client.post("/api/v1/claims/confirm", auth=("gw-202", b["mqtt_password"]))
+    assert r.json() == {"gateway_id": 202, "mqtt_username": "gw-202", "changed": False}
+    r = client.post("/api/v1/claims/confirm", auth=(new["mqtt_username"], new["mqtt_password"]))
+    assert r.json() == {"gateway_id": 201, "mqtt_username": new["mqtt_username"], "changed": True}
+    r = client.post("/api/v1/claims/confirm", auth=(new["mqtt_username"], new["mqtt_password"]))
+    assert r.json()["changed"] is False  # idempotent: a lost answer may be asked again
+    with sessions() as s:
+        assert s.get(models.Gateway, 201).mac_key == bytes.fromhex(new["mac_key_hex"])  # type: ignore[union-attr]
+    time.sleep(0.3)
     assert mqtt_check.connect("127.0.0.1", port, "gw-201", a["mqtt_password"]) == "Not authorized"
-    ok = mqtt_check.connect("127.0.0.1", port, "gw-201", new["mqtt_password"])
+    ok = mqtt_check.connect("127.0.0.1", port, new["mqtt_username"], new["mqtt_password"])
     assert not isinstance(ok, str)
     ok.loop_stop()
     ok.disconnect()
+    r = client.post("/api/v1/claims/confirm", auth=("gw-201", a["mqtt_password"]))
+    assert r.status_code == 401  # superseded
     # revoke B, decommission A (admin only)
     r = client.post("/api/v1/gateways/202/credentials/revoke", headers=world.auth("installer"))
     assert r.json() == {"gateway_id": 202, "revoked": 1}
@@ -231,12 +249,18 @@ def test_broker_limits_each_gateway_to_its_topics(
     assert r.json() == {"gateway_id": 201, "revoked": 1}
     time.sleep(0.3)
     assert mqtt_check.connect("127.0.0.1", port, "gw-202", b["mqtt_password"]) == "Not authorized"
-    assert mqtt_check.connect("127.0.0.1", port, "gw-201", new["mqtt_password"]) == "Not authorized"
+    gone = mqtt_check.connect("127.0.0.1", port, new["mqtt_username"], new["mqtt_password"])
+    assert gone == "Not authorized"
     r = client.get("/api/v1/provision/audit?gateway_id=201", headers=world.auth("admin"))
     trail = r.json()["data"]
-    assert [x["action"] for x in trail][:3] == ["decommission", "rotate_redeem", "rotate"]
-    assert trail[1]["claim_token_id"] == trail[2]["claim_token_id"] == rot["id"]
-    assert (trail[1]["actor"], trail[2]["actor"]) == ("gateway:EL-A", "installer")
+    assert [x["action"] for x in trail][:4] == [
+        "decommission", "rotate_confirm", "rotate_redeem", "rotate"]  # fmt: skip
+    assert {x["claim_token_id"] for x in trail[1:4]} == {rot["id"]}
+    assert [x["actor"] for x in trail[1:4]] == ["gateway:EL-A", "gateway:EL-A", "installer"]
+    r = client.get("/api/v1/provision/audit", headers=world.auth("admin"))
+    refused = [x for x in r.json()["data"] if x["outcome"] == "refused"]
+    assert [(x["action"], x["reason"]) for x in refused][:2] == [
+        ("rotate_confirm", "Unknown login or wrong password")] * 2  # fmt: skip
     r = client.post("/api/v1/gateways/999/credentials/rotate", headers=world.auth("admin"))
     assert (r.status_code, r.json()["detail"]) == (404, "Gateway not found")
     # decommissioned: nothing left to rotate; a gateway never claimed has no serial

@@ -9,8 +9,9 @@ The installer's commands (``emberlink commission configure``, ``emberlink claim 
 
 * after the claim the cloud stores the gateway's events;
 * a rotation token alone changes nothing: the gateway's login still works;
-* ``emberlink claim rotate --gateway`` hands the token over; the gateway pauses, redeems it and
-  resumes with the new login and MAC key: the old password is refused by the broker, the new
+* ``emberlink claim rotate --gateway`` hands the token over; the gateway pauses, redeems it,
+  confirms the new login to the cloud and resumes with it and the new MAC key (nothing left
+  pending): the old password is refused by the broker, the new
   one is what the gateway holds, and the cloud stores its events again under the new key;
 * a refused rotation (the first token, revoked by the second) says why and leaves the gateway
   running on its credentials; every step is in the audit trail with its token.
@@ -228,6 +229,7 @@ async def test_rotation_reaches_the_running_gateway(
                 assert rc == 0, out
                 rotated = json.loads(out)
                 second = json.loads((state / "credentials.json").read_text())
+                assert not (state / "pending.json").exists()
                 assert rotated["previous_fingerprint"] != rotated["fingerprint"]
                 assert second["mac_key_hex"] != first["mac_key_hex"]
                 assert second["mqtt_password"] != first["mqtt_password"]
@@ -273,17 +275,18 @@ async def test_rotation_reaches_the_running_gateway(
     with sessions() as s:
         trail = s.scalars(select(models.ProvisionAudit).order_by(models.ProvisionAudit.id)).all()
     got = [(a.action, a.outcome, a.claim_token_id is not None) for a in trail]
-    assert got[:6] == [
+    assert got[:7] == [
         ("issue_token", "ok", True),
         ("claim", "ok", True),
         ("rotate", "ok", True),  # the token only printed
         ("rotate", "ok", True),  # the token handed to the gateway
         ("rotate_redeem", "ok", True),
+        ("rotate_confirm", "ok", True),  # the gateway proved it holds the new login
         ("claim", "refused", True),
     ]
-    assert trail[3].claim_token_id == trail[4].claim_token_id
-    assert trail[5].reason == "Claim token was revoked"
-    assert trail[5].claim_token_id == trail[2].claim_token_id
+    assert trail[3].claim_token_id == trail[4].claim_token_id == trail[5].claim_token_id
+    assert trail[6].reason == "Claim token was revoked"
+    assert trail[6].claim_token_id == trail[2].claim_token_id
     assert "1 earlier pending token(s) revoked" in trail[3].reason
 
 

@@ -10,9 +10,14 @@ client with repeated failures is locked out (429 with ``Retry-After``).
     POST /commission   read every configured point once: the report (also kept on disk)
     POST /claim        {"token", "cloud_url"}: the gateway redeems the token at the cloud
     POST /rotate       {"token", "cloud_url"}: a claimed gateway redeems a rotation token: its
-                       service is paused, the token redeemed, the service resumed with the new
-                       login and MAC key (or with the old ones, still valid, if the cloud
-                       refused)
+                       service is paused, the token redeemed, the new login confirmed to the
+                       cloud (``/claims/confirm``, HTTP Basic with it), the service resumed with
+                       the new login and MAC key (or with the old ones, still in force, if the
+                       cloud refused or could not be reached)
+
+A claim is confirmed the same way (idempotent for a first claim). Redeemed credentials are kept
+in ``pending.json`` until confirmed; a confirmation the cloud could not answer is tried again at
+the next start (``settle_pending``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,65 @@ class ServiceControl(Protocol):
 
     async def resume(self) -> None:
         """Start again from ``gateway.toml`` (re-announcing the state and fingerprint)."""
+
+
+CONFIRM_TRIES = 3  # the confirmation is idempotent: a lost answer is asked again
+CONFIRM_BACKOFF_S = 0.5
+
+
+class Unconfirmed(Exception):
+    """The cloud did not confirm; ``definite``: it refused (else it could not be reached)."""
+
+    def __init__(self, reason: str, *, definite: bool) -> None:
+        super().__init__(reason)
+        self.definite = definite
+
+
+def _why(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail", r.text))
+    except (ValueError, AttributeError):
+        return r.text[:200]
+
+
+async def confirm(creds: dict[str, Any]) -> None:
+    """Prove to the cloud that this gateway holds ``creds`` (HTTP Basic with its MQTT login),
+    which brings a rotation's login and key into force; retried on a network error."""
+    url = str(creds["cloud_url"]).rstrip("/") + "/api/v1/claims/confirm"
+    auth = (str(creds["mqtt_username"]), str(creds["mqtt_password"]))
+    err = ""
+    for attempt in range(CONFIRM_TRIES):
+        if attempt:
+            await asyncio.sleep(CONFIRM_BACKOFF_S * 2 ** (attempt - 1))
+        try:
+            async with httpx.AsyncClient(timeout=CLOUD_TIMEOUT_S) as http:
+                r = await http.post(url, auth=auth)
+        except httpx.HTTPError as e:
+            err = f"cloud unreachable: {e}"
+            continue
+        if r.status_code == 200:
+            return
+        if r.status_code < 500:
+            raise Unconfirmed(_why(r), definite=True)
+        err = f"cloud error {r.status_code}: {_why(r)}"
+    raise Unconfirmed(err, definite=False)
+
+
+async def settle_pending(store: ProvisionStore) -> str | None:
+    """At start: a rotation or claim left unconfirmed (the cloud was away) is confirmed now,
+    or dropped when the cloud refuses it. Returns what happened, None when nothing was left."""
+    creds = store.pending()
+    if creds is None:
+        return None
+    try:
+        await confirm(creds)
+    except Unconfirmed as e:
+        if e.definite:
+            store.drop_pending()
+            return f"pending credentials refused by the cloud, dropped: {e}"
+        return f"pending credentials still unconfirmed: {e}"
+    store.promote_pending()
+    return "pending credentials confirmed"
 
 
 class _In(BaseModel):
@@ -206,16 +270,27 @@ def make_app(
         except httpx.HTTPError as e:
             raise HTTPException(status_code=502, detail=f"Cloud unreachable: {e}") from e
         if r.status_code != 200:
-            try:
-                why = r.json().get("detail", r.text)
-            except ValueError:
-                why = r.text[:200]
-            raise HTTPException(status_code=403, detail=f"Cloud refused the claim: {why}")
+            raise HTTPException(status_code=403, detail=f"Cloud refused the claim: {_why(r)}")
         try:
             creds = {k: r.json()[k] for k in CREDENTIAL_KEYS}
         except (ValueError, KeyError, TypeError) as e:
             raise HTTPException(status_code=502, detail=f"Cloud answer unusable: {e}") from e
-        return creds | {"claimed_ms": time.time_ns() // 1_000_000}
+        return creds | {"claimed_ms": time.time_ns() // 1_000_000, "cloud_url": req.cloud_url}
+
+    async def settle(creds: dict[str, Any]) -> None:
+        """Redeemed credentials kept as pending, confirmed at the cloud, then the gateway's;
+        HTTPException (pending kept for the next start when the cloud was unreachable)."""
+        store.save_pending(creds)
+        try:
+            await confirm(creds)
+        except Unconfirmed as e:
+            if e.definite:
+                store.drop_pending()
+            raise HTTPException(
+                status_code=502 if not e.definite else 403,
+                detail=f"The cloud did not confirm the new credentials: {e}",
+            ) from e
+        store.promote_pending()
 
     @app.post("/claim", dependencies=[Paired])
     async def post_claim(req: ClaimIn) -> dict[str, Any]:
@@ -226,7 +301,7 @@ def make_app(
                 raise HTTPException(status_code=409, detail="Already claimed")
             _site_cfg()  # a gateway is claimed with its site configuration in place
             creds = await redeem(req)
-            store.save_credentials(creds)
+            await settle(creds)
         if on_claimed is not None:
             await on_claimed()
         return {"state": store.state(), "gateway_id": creds["gateway_id"],
@@ -242,7 +317,7 @@ def make_app(
                 raise HTTPException(status_code=409, detail="Not claimed yet: claim first")
             before = store.fingerprint()
             if service is not None:
-                await service.pause()  # nothing sealed with the old key after the redeem
+                await service.pause()  # nothing sealed with the old key once the new is in force
             try:
                 creds = await redeem(req)
                 if creds["gateway_id"] != old["gateway_id"]:
@@ -251,7 +326,7 @@ def make_app(
                         detail=f"The token is for gateway {creds['gateway_id']}, "
                         f"this gateway is {old['gateway_id']}",
                     )
-                store.save_credentials(creds | {"rotated_from": before})
+                await settle(creds | {"rotated_from": before})
             finally:
                 if service is not None:
                     await service.resume()

@@ -29,7 +29,7 @@ from fastapi import HTTPException
 
 from ..config import load
 from ..service import Gateway, software_version
-from .api import make_app
+from .api import make_app, settle_pending
 from .mdns import Advertiser
 from .store import CLAIMED, ProvisionStore
 from .tls import TlsError, cert_fingerprint, ensure_cert
@@ -137,6 +137,9 @@ async def run(
     """Serve provisioning (over TLS with the gateway's own certificate unless ``tls`` is
     False, for development only), then the service once claimed. Returns the exit code."""
     store = ProvisionStore(state_dir, serial)
+    note = await settle_pending(store)  # a rotation the cloud could not confirm last time
+    if note is not None:
+        log.warning("%s", note)
     cert: Path | None = None
     key: Path | None = None
     cert_fp: str | None = None

@@ -3,6 +3,7 @@
     identity.json     serial and pairing code (made at first start, as at the factory)  0600
     site.json         the site configuration the installer pushed (validated on push)
     credentials.json  what the claim returned: gateway number, MQTT login, MAC key     0600
+    pending.json      a rotation's new credentials until the cloud confirms them       0600
     gateway.toml      the gateway service's configuration, written after the claim      0600
     reports/          commissioning reports
 
@@ -132,6 +133,26 @@ class ProvisionStore:
         path = self.dir / "gateway.toml"
         write_private(path, to_toml(self.build(site, creds)))
         return path
+
+    def pending(self) -> dict[str, Any] | None:
+        """A rotation's credentials, redeemed but not yet confirmed by the cloud."""
+        p = self.dir / "pending.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def save_pending(self, creds: dict[str, Any]) -> None:
+        write_private(self.dir / "pending.json", json.dumps(creds))
+
+    def drop_pending(self) -> None:
+        (self.dir / "pending.json").unlink(missing_ok=True)
+
+    def promote_pending(self) -> dict[str, Any]:
+        """The confirmed rotation's credentials become the gateway's (gateway.toml rewritten)."""
+        creds = self.pending()
+        if creds is None:
+            raise ValueError("no pending credentials")
+        self.save_credentials(creds)
+        self.drop_pending()
+        return creds
 
     def state(self) -> str:
         if self.credentials() is None:

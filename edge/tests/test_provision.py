@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from emberlink.edge import config
 from emberlink.edge.profiles import load_all
-from emberlink.edge.provision import commission, pairing, scan
+from emberlink.edge.provision import api, commission, pairing, scan
 from emberlink.edge.provision.api import make_app
 from emberlink.edge.provision.store import ProvisionStore
 from emberlink.tools.simulator import Site
@@ -211,3 +211,21 @@ def test_rotate_needs_a_claim_and_resumes_when_the_cloud_is_away(tmp_path: Path)
         assert svc.calls == ["pause", "resume"]
         assert st.credentials() == creds and st.state() == "claimed"
         assert c.post("/rotate", json=body).status_code == 401
+
+
+async def test_unconfirmed_credentials_wait_for_the_cloud(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redeemed credentials the cloud could not confirm stay pending (0600) for the next
+    start, and do not become the gateway's."""
+    monkeypatch.setattr(api, "CONFIRM_TRIES", 1)
+    st = ProvisionStore(tmp_path / "s", serial="EL-P")
+    assert await api.settle_pending(st) is None
+    creds = {"gateway_id": 7, "mqtt_username": "gw-7-r2", "mqtt_password": "p",
+             "mac_key_hex": "ef" * 32, "mqtt_host": "127.0.0.1", "mqtt_port": 1883,
+             "cloud_url": f"http://127.0.0.1:{free_port()}"}  # fmt: skip
+    st.save_pending(creds)
+    note = await api.settle_pending(st)
+    assert note is not None and note.startswith("pending credentials still unconfirmed")
+    assert st.pending() == creds and st.credentials() is None and st.state() == "unclaimed"
+    assert stat.S_IMODE((st.dir / "pending.json").stat().st_mode) == 0o600

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,7 @@ router = APIRouter(tags=["provisioning"])
 
 GatewayId = Annotated[int, Path(ge=0, le=0xFFFFFFFF, description="the gateway number")]
 PROVISIONERS = ("admin", "installer")
+basic = HTTPBasic(auto_error=True, description="a gateway's MQTT login")
 AUDIT_READERS = ("admin", "operator", "auditor")
 
 
@@ -125,6 +128,41 @@ def redeem_claim_token(
     return _issued(request, issued)
 
 
+class ConfirmPublic(BaseModel):
+    """A confirmed login: the gateway's number and whether this call brought it into force."""
+
+    gateway_id: int
+    mqtt_username: str
+    changed: bool
+
+
+@router.post("/claims/confirm", response_model=ConfirmPublic)
+def confirm_credentials(
+    request: Request, login: Annotated[HTTPBasicCredentials, Depends(basic)]
+) -> ConfirmPublic:
+    """The gateway proves it holds the login a rotation issued (HTTP Basic with that login):
+    it comes into force, its MAC key becomes the gateway's, the old login is superseded.
+    Idempotent: confirming a login already in force changes nothing."""
+    try:
+        with _write(request) as session:
+            gw, changed = claims.confirm(
+                session=session, username=login.username, password=login.password
+            )
+            gw_id = gw.id
+    except claims.ClaimRefused as e:
+        with _write(request) as session:
+            claims.audit(
+                session=session, actor=f"login:{login.username}", action="rotate_confirm",
+                outcome="refused", reason=e.reason,
+            )  # fmt: skip
+        raise HTTPException(
+            status_code=e.status, detail=e.reason, headers={"WWW-Authenticate": "Basic"}
+        ) from None
+    if changed:
+        _reload(request)
+    return ConfirmPublic(gateway_id=gw_id, mqtt_username=login.username, changed=changed)
+
+
 def _gateway(session: Session, gateway_id: int) -> models.Gateway:
     gw = session.get(models.Gateway, gateway_id)
     if gw is None:
@@ -143,9 +181,10 @@ def rotate_credentials(
 ) -> schemas.ClaimTokenPublic:
     """A one-time rotation token for a claimed gateway (shown once, valid <= 10 minutes).
 
-    The gateway's current login and MAC key stay valid until the gateway redeems the token at
-    ``/claims/redeem`` (the installer hands it over with ``emberlink claim rotate --gateway``);
-    the redeem issues the new ones and supersedes the old. To cut a gateway off at once, revoke.
+    The gateway's current login and MAC key stay in force until the gateway has redeemed the
+    token at ``/claims/redeem`` (a new login and key, pending) and confirmed them at
+    ``/claims/confirm``; the installer hands the token over with ``emberlink claim rotate
+    --gateway``. To cut a gateway off at once, revoke.
     """
     who = _principal(read, creds, PROVISIONERS)
     try:
