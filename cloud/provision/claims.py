@@ -18,6 +18,7 @@ lives at most ``MAX_TOKEN_TTL_S`` and can be used once.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from . import broker
 TOKEN_PREFIX = "elc_"
 MAX_TOKEN_TTL_S = 600  # issue 7: "valid at most 10 minutes" (an installer's session on site)
 MAC_KEY_BYTES = 32  # HMAC-SHA256-256 key, as protocol/mac.py expects
+# the logins broker.username_of and a rotation make; nothing else is looked up
+USERNAME_RE = re.compile(r"gw-[0-9]{1,10}(-r[0-9]{1,10})?")
 
 
 class ClaimRefused(Exception):
@@ -211,6 +214,8 @@ def confirm(*, session: Session, username: str, password: str) -> tuple[models.G
     """The gateway proves it holds a login (its password): a pending one comes into force, its
     MAC key becomes the gateway's and every other login is superseded. Idempotent: a login
     already in force is confirmed again. Returns the gateway and whether anything changed."""
+    if not USERNAME_RE.fullmatch(username):  # never a query with NULs or kilobytes in it
+        raise ClaimRefused("Unknown login or wrong password", status=401)
     row = session.scalars(
         select(models.GatewayCredential).where(
             models.GatewayCredential.username == username,

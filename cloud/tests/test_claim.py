@@ -272,3 +272,11 @@ def test_broker_limits_each_gateway_to_its_topics(
     r = client.post("/api/v1/gateways/201/credentials/rotate", params={"ttl_s": 601},
                     headers=world.auth("admin"))  # fmt: skip
     assert r.status_code == 422
+
+
+def test_confirm_refuses_odd_logins(client: TestClient) -> None:
+    """No login, a NUL or an overlong name, an unknown one: 401, never a 500."""
+    assert client.post("/api/v1/claims/confirm").status_code == 401
+    for user in ("gw-1\x00", "x" * 5000, "gw-7", "gw-7-r1", "' OR 1=1 --"):
+        r = client.post("/api/v1/claims/confirm", auth=(user, "pw\x00"))
+        assert (r.status_code, r.json()["detail"]) == (401, "Unknown login or wrong password"), user

@@ -128,6 +128,11 @@ def redeem_claim_token(
     return _issued(request, issued)
 
 
+def _printable(text: str, limit: int = 80) -> str:
+    """A caller-supplied name as an audit row may hold it (no NUL or control characters)."""
+    return "".join(ch for ch in text if ch.isprintable())[:limit]
+
+
 class ConfirmPublic(BaseModel):
     """A confirmed login: the gateway's number and whether this call brought it into force."""
 
@@ -152,7 +157,8 @@ def confirm_credentials(
     except claims.ClaimRefused as e:
         with _write(request) as session:
             claims.audit(
-                session=session, actor=f"login:{login.username}", action="rotate_confirm",
+                session=session, actor=f"login:{_printable(login.username)}",
+                action="rotate_confirm",
                 outcome="refused", reason=e.reason,
             )  # fmt: skip
         raise HTTPException(
