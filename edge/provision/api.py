@@ -4,7 +4,9 @@ Every route requires the ``X-Pairing-Code`` header; a wrong or missing code is 4
 client with repeated failures is locked out (429 with ``Retry-After``).
 
     GET  /status       serial, software, state, key and certificate fingerprints, gateway number
-    PUT  /config       the site: {"unit": name, "config": {"gateway", "bus", "device"}}
+    PUT  /config       the site: {"unit": name, "config": {"gateway", "bus", "device"}}; once
+                       claimed only to repair a gateway in state ``fault`` (its stored site
+                       no longer loads), else 409
     POST /scan         {"bus": id, "units": "1-247", "answer_s": 0.3}: NDJSON progress lines,
                        then {"found": [...]}
     POST /commission   read every configured point once: the report (also kept on disk)
@@ -39,7 +41,7 @@ from ..service import software_version
 from . import commission, scan
 from .modbus import BusOpenError
 from .pairing import PairingGuard
-from .store import ProvisionStore
+from .store import FAULT, ProvisionStore
 
 CLOUD_TIMEOUT_S = 15.0
 CREDENTIAL_KEYS = ("gateway_id", "mqtt_username", "mqtt_password", "mac_key_hex", "mqtt_host",
@@ -197,14 +199,22 @@ def make_app(
         }
 
     @app.put("/config", dependencies=[Paired])
-    def put_config(site: SiteIn) -> dict[str, Any]:
-        if store.credentials() is not None:
+    async def put_config(site: SiteIn) -> dict[str, Any]:
+        creds = store.credentials()
+        repair = creds is not None and store.state() == FAULT
+        if creds is not None and not repair:
             raise HTTPException(status_code=409, detail="Claimed: decommission to reconfigure")
         try:
             cfg = store.save_site(site.model_dump())
         except ConfigError as e:
             raise HTTPException(status_code=422, detail=f"Bad configuration: {e}") from e
-        return {"buses": len(cfg.buses), "devices": len(cfg.devices)}
+        if repair and creds is not None:
+            # a claimed gateway whose stored site no longer loads (state fault) is repaired
+            # in place: gateway.toml rewritten with its credentials, the service started
+            store.save_credentials(creds)
+            if on_claimed is not None:
+                await on_claimed()
+        return {"buses": len(cfg.buses), "devices": len(cfg.devices), "state": store.state()}
 
     @app.post("/scan", dependencies=[Paired])
     async def post_scan(req: ScanIn) -> StreamingResponse:

@@ -206,7 +206,11 @@ async def run(
                 task = svc.task
                 await _first(task, svc.changed.wait(), stop.wait())
                 if task.done() and not svc.paused and svc.task is task:
-                    break  # the service ended by itself (its SIGTERM handler): so do we
+                    # the service ended by itself (its SIGTERM handler, or a failure): so do we
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("the gateway service failed: %r", task.exception())
+                        return 1
+                    break
             return 0
     finally:
         late.svc = None

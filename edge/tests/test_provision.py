@@ -229,3 +229,34 @@ async def test_unconfirmed_credentials_wait_for_the_cloud(
     assert note is not None and note.startswith("pending credentials still unconfirmed")
     assert st.pending() == creds and st.credentials() is None and st.state() == "unclaimed"
     assert stat.S_IMODE((st.dir / "pending.json").stat().st_mode) == 0o600
+
+
+async def test_a_faulty_claimed_gateway_is_repaired_in_place(tmp_path: Path) -> None:
+    """A claimed gateway whose stored site no longer loads is in state fault: a valid site may
+    be pushed (gateway.toml rewritten with its credentials, the runner woken); a healthy
+    claimed gateway still refuses a new site."""
+    st = ProvisionStore(tmp_path / "s", serial="EL-F")
+    body = site_body(tmp_path, 15020)
+    st.save_site(body)
+    creds = {"gateway_id": 9, "mqtt_username": "gw-9", "mqtt_password": "p",
+             "mac_key_hex": "aa" * 32, "mqtt_host": "127.0.0.1", "mqtt_port": 1883}  # fmt: skip
+    st.save_credentials(creds)
+    woken: list[bool] = []
+
+    async def on_claimed() -> None:
+        woken.append(True)
+
+    with TestClient(make_app(st, on_claimed)) as c:
+        ok = {"X-Pairing-Code": st.pairing_code}
+        r = c.put("/config", json=body, headers=ok)
+        assert (r.status_code, r.json()["detail"]) == (
+            409, "Claimed: decommission to reconfigure")  # fmt: skip
+        broken = json.loads((st.dir / "site.json").read_text())
+        broken["config"]["device"][0]["profile"] = "gone_in_an_update"
+        (st.dir / "site.json").write_text(json.dumps(broken))
+        assert c.get("/status", headers=ok).json()["state"] == "fault"
+        r = c.put("/config", json=body, headers=ok)
+        assert r.status_code == 200 and r.json()["state"] == "claimed", r.text
+        assert woken == [True]
+    cfg = config.load(st.dir / "gateway.toml")
+    assert (cfg.id, cfg.mqtt.username, cfg.devices[0].profile["name"]) == (9, "gw-9", "fire_panel")
