@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from emberlink.cloud import models
 from emberlink.cloud.ingest.pipeline import Ingestor
 from emberlink.protocol import codes, messages, topics, wire
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .conftest import World
@@ -533,3 +539,55 @@ def test_http_ingest_refusals(client: TestClient, world: World) -> None:
         ("http", "gateway does not match topic"),
         ("http", "trailing bytes"),
     ]
+
+
+def test_http_ingest_refuses_an_oversize_body_without_a_length(
+    client: TestClient, world: World
+) -> None:
+    def chunks() -> Iterator[bytes]:  # chunked transfer: no Content-Length to check first
+        for _ in range(100):
+            yield b"\xa0" * 1000
+
+    r = client.post(P + "/ingest/10", headers=world.auth("admin"), content=chunks())
+    assert (r.status_code, r.json()) == (413, {"detail": "Batch too large"})
+    assert client.get(P + "/quarantine", headers=world.auth("admin")).json()["data"] == []
+
+
+def test_http_ingest_waiting_for_the_database_does_not_stop_other_requests(
+    app: FastAPI, client: TestClient, world: World, engine: Engine
+) -> None:
+    """A flush that waits for another writer (an ingest worker's SQLite write lock, a
+    PostgreSQL table lock) must not hold the event loop: other requests are answered."""
+    flushing = threading.Event()
+
+    def on_statement(*_: Any) -> None:
+        flushing.set()
+
+    event.listen(app.state.write_engine, "before_cursor_execute", on_statement)
+    got: dict[str, Any] = {}
+    with engine.connect() as holder:
+        tx = holder.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
+        if engine.dialect.name == "postgresql":
+            holder.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))  # reads still go
+        h = world.auth("admin")
+        writer = threading.Thread(
+            target=lambda: got.update(
+                ingest=client.post(P + "/ingest/10", headers=h, content=wire.seal(batch(10, 1, 2)))
+            )
+        )
+        writer.start()
+        assert flushing.wait(10), "the request did not reach the database"
+        time.sleep(0.3)  # on to the statement that waits for the holder
+        reader = threading.Thread(
+            target=lambda: got.update(fleet=client.get(P + "/fleet", headers=h))
+        )
+        reader.start()
+        reader.join(10)
+        answered_meanwhile = not reader.is_alive() and writer.is_alive()
+        tx.commit()
+    writer.join(30)
+    reader.join(30)
+    event.remove(app.state.write_engine, "before_cursor_execute", on_statement)
+    assert answered_meanwhile
+    assert got["fleet"].status_code == 200
+    assert (got["ingest"].status_code, got["ingest"].json()["stored"]) == (200, 2)

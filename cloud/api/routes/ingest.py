@@ -6,14 +6,15 @@ from typing import Annotated
 
 from emberlink.protocol import messages, topics
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
 
 from ... import crud, models, schemas
-from ...ingest.pipeline import Ingestor
+from ...ingest.pipeline import FlushResult, Ingestor
 from ..deps import (
     BearerDep,
     QuarantineReader,
-    ReadSessionDep,
     SessionDep,
     SettingsDep,
     decode_cursor,
@@ -37,7 +38,6 @@ MAX_BODY = messages.MAX_BATCH_BYTES + 64
 )
 async def ingest_batch(
     request: Request,
-    session: ReadSessionDep,
     settings: SettingsDep,
     creds: BearerDep,
     gateway_id: Annotated[int, Path(ge=0, le=0xFFFFFFFF)],
@@ -45,32 +45,19 @@ async def ingest_batch(
     """Store one batch (bare CBOR or COSE_Mac0), exactly once, and return the ack.
 
     Authentication: a gateway that has a MAC key authenticates by the MAC; otherwise an admin
-    token is needed. Refused batches are quarantined with the reason (422).
+    token is needed. Refused batches are quarantined with the reason (422). A body over the
+    protocol's batch size is refused (413) without being read to its end.
     """
-    if creds is not None:
-        user = crud.user_by_token(session=session, token=creds.credentials)
-        if user is None:
-            raise HTTPException(status_code=401, detail="Invalid token")
-        if user.role != "admin":
-            raise HTTPException(status_code=403, detail="Not enough permissions")
-    else:
-        gw = session.get(models.Gateway, gateway_id)
-        if gw is None or gw.mac_key is None:
-            raise HTTPException(
-                status_code=401,
-                detail="Not authenticated",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(status_code=413, detail="Batch too large")
+    # The database work runs in the thread pool: on SQLite a flush may wait for an ingest
+    # worker's write lock, and the event loop must go on serving every other request meanwhile.
+    await run_in_threadpool(_authenticate, request, creds, gateway_id)
+    body = await _read_body(request)
     ing = Ingestor(
         request.app.state.write_sessions,
         policy=request.app.state.policy,
         late_after_ms=settings.late_after_s * 1000,
     )
-    reason = ing.accept(topics.topic(gateway_id, "ev"), body, source="http")
-    res = ing.flush()  # its own transaction: the pipeline is the same as for MQTT
+    reason, res = await run_in_threadpool(_ingest, ing, gateway_id, body)
     if reason is not None:
         raise HTTPException(status_code=422, detail=f"Quarantined: {reason}")
     return schemas.IngestResult(
@@ -78,6 +65,43 @@ async def ingest_batch(
         duplicates=res.duplicates,
         acks=[{"gw": a.gw, "boot": a.boot, "hwm": a.hwm} for a in res.acks],
     )
+
+
+def _authenticate(
+    request: Request, creds: HTTPAuthorizationCredentials | None, gateway_id: int
+) -> None:
+    with request.app.state.read_sessions() as session:
+        if creds is not None:
+            user = crud.user_by_token(session=session, token=creds.credentials)
+            if user is None:
+                raise HTTPException(status_code=401, detail="Invalid token")
+            if user.role != "admin":
+                raise HTTPException(status_code=403, detail="Not enough permissions")
+            return
+        gw = session.get(models.Gateway, gateway_id)
+        if gw is None or gw.mac_key is None:
+            raise HTTPException(
+                status_code=401,
+                detail="Not authenticated",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise HTTPException(status_code=413, detail="Batch too large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(status_code=413, detail="Batch too large")
+    return bytes(body)
+
+
+def _ingest(ing: Ingestor, gateway_id: int, body: bytes) -> tuple[str | None, FlushResult]:
+    reason = ing.accept(topics.topic(gateway_id, "ev"), body, source="http")
+    return reason, ing.flush()  # its own transaction: the pipeline is the same as for MQTT
 
 
 @router.get("/quarantine", response_model=schemas.QuarantinesPublic)
