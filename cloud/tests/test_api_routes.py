@@ -337,13 +337,33 @@ def test_alarm_lifecycle_ack_then_clear(
     assert (r.status_code, r.json()) == (409, {"detail": "Alarm already acknowledged"})
     r = client.post(P + f"/alarms/{aid}/clear", headers=world.auth("contractor"), json={})
     assert r.status_code == 200
-    assert (r.json()["status"], r.json()["cleared_by"]) == ("cleared", "contractor")
+    assert (r.json()["status"], r.json()["acked_by"], r.json()["cleared_by"]) == (
+        "cleared",
+        "operator",
+        "contractor",
+    )
     r = client.post(P + f"/alarms/{aid}/clear", headers=h, json={})
     assert (r.status_code, r.json()) == (409, {"detail": "Alarm already cleared"})
     r = client.post(P + f"/alarms/{aid}/ack", headers=h, json={})
     assert (r.status_code, r.json()) == (409, {"detail": "Alarm is cleared"})
     comments = client.get(P + f"/alarms/{aid}/comments", headers=h).json()
     assert [(c["author"], c["text"]) for c in comments] == [("operator", "crew sent")]
+
+
+def test_clearing_an_unacknowledged_alarm_acknowledges_it_too(
+    client: TestClient, world: World, sessions: sessionmaker[Session]
+) -> None:
+    populate(sessions, 10)
+    aid = _alarm_id(sessions)
+    r = client.post(P + f"/alarms/{aid}/clear", headers=world.auth("operator"), json={})
+    a = r.json()
+    assert (r.status_code, a["status"], a["acked_by"], a["cleared_by"]) == (
+        200,
+        "cleared",
+        "operator",
+        "operator",
+    )
+    assert a["acked_ms"] == a["cleared_ms"] is not None
 
 
 def test_alarm_not_found(client: TestClient, world: World) -> None:

@@ -111,11 +111,17 @@ def acknowledge_alarm(
 def clear_alarm(
     session: SessionDep, user: AlarmActor, alarm_id: AlarmId, body: schemas.AlarmAction
 ) -> schemas.AlarmPublic:
-    """Clear an alarm; a later activation of the same condition opens a new one."""
+    """Clear an alarm; a later activation of the same condition opens a new one.
+
+    The life cycle is active -> acknowledged -> cleared: clearing an alarm nobody acknowledged
+    acknowledges it too, by the same user at the same time, so both steps say who and when.
+    """
     a = _get_alarm(session, user, alarm_id)
     if a.status == "cleared":
         raise HTTPException(status_code=409, detail="Alarm already cleared")
     now = crud.now_ms()
+    if a.status == "active":
+        a.acked_by, a.acked_ms = user.name, now
     a.status, a.cleared_by, a.cleared_ms = "cleared", user.name, now
     if body.comment:
         _comment(session, a, user.name, body.comment, now)
