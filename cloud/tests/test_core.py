@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,8 +20,10 @@ from emberlink.cloud.core.security import hash_token
 from emberlink.cloud.main import create_app
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
+
+from .conftest import PG_ADMIN
 
 GOOD_TOKEN = "x" * 40
 
@@ -114,13 +120,33 @@ def _revision(url: str) -> str | None:
     return rev
 
 
-def test_upgrade_is_idempotent_and_downgrade_round_trips(tmp_path: Path) -> None:
-    url = "sqlite:///" + str(tmp_path / "twice.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, on each engine (the session's ones are migrated)."""
+    if request.param == "sqlite":
+        yield "sqlite:///" + str(tmp_path / "empty.db")
+        return
+    name = f"emberlink_mig_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_upgrade_is_idempotent_and_downgrade_round_trips(empty_db_url: str) -> None:
+    """The one history runs both ways on both databases (SQLite in batch mode)."""
+    url = empty_db_url
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     upgrade(url)
     upgrade(url)
     assert _revision(url) == head
-    command.downgrade(alembic_config(url), "0001")  # SQLite batch mode drops the columns
-    assert _revision(url) == "0001"
+    command.downgrade(alembic_config(url), "base")
+    assert _revision(url) is None
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        left = set(inspect(conn).get_table_names()) - {"alembic_version"}
+    engine.dispose()
+    assert left == set()
     upgrade(url)
     assert _revision(url) == head
