@@ -219,6 +219,7 @@ class Gateway:
             "outbox_telemetry_oldest_s": st["telemetry"][1],
             "clock_synced": int(self.clock.synced),
             "outbox_dropped": self.outbox.dropped,
+            "sw_version": codes.version_code(self.version),
         }
 
     def heartbeat(self) -> None:

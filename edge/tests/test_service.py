@@ -385,7 +385,9 @@ async def test_heartbeat_carries_the_health_fields(tmp_path: Path) -> None:
     per_dev = {e.src: e.health for e in beats[:3] if e.src != 0}
     assert per_dev[alive.src] == {2: alive.polls_ok, 3: 0, 7: 0}
     assert per_dev[silent.src][3] >= 1 and per_dev[silent.src][7] == 1
-    # the software version: in every birth and in health.json
+    # the software version: in every heartbeat (as a number), in every birth and in health.json
+    assert h["sw_version"] == codes.version_code(gw.version) > 0
+    assert codes.version_text(h["sw_version"]) == gw.version.split("+")[0]
     assert gw.birth_info()[0] == gw.version
     status = json.loads((cfg.outbox.path.parent / "health.json").read_text())
     assert status["version"] == gw.version and status["devices"]["tcp-2"]["health"] == "down"
