@@ -95,8 +95,22 @@ MAINT_EXTRA: list[tuple[str, str, Any, tuple[str, ...]]] = [
     ("POST", "/maint/visits/1/corrections", {}, WRITE),
 ]
 
-# Routes without a role: (method, path, why).
-PUBLIC = [("POST", "/claims/redeem", "the claim token is the credential (test_claim.py)")]
+# Routes without a user role, authenticated by what a gateway holds: (method, path, why).
+# The last element: a request with a made-up credential, which must be refused with 401.
+PUBLIC: list[tuple[str, str, str, dict[str, Any]]] = [
+    (
+        "POST",
+        "/claims/redeem",
+        "the claim token is the credential (test_claim.py)",
+        {"json": {"token": "elc_" + "x" * 43, "serial": "S1"}},
+    ),
+    (
+        "POST",
+        "/claims/confirm",
+        "the gateway's rotated broker login, HTTP Basic (test_claim.py)",
+        {"auth": ("gw-10", "not-the-password")},
+    ),
+]
 
 
 class _AnyId(dict[str, str]):
@@ -123,7 +137,7 @@ def test_every_route_has_a_role_rule(app: FastAPI) -> None:
     rules = [(m, _concrete("", p)) for m, p, *_ in ROUTES]
     rules += [(m, _concrete("/maint", p)) for m, p, *_ in MAINT_ROUTES]
     rules += [(m, _concrete("", p)) for m, p, *_ in MAINT_EXTRA]
-    rules += [(m, _concrete("", p)) for m, p, _ in PUBLIC]
+    rules += [(m, _concrete("", p)) for m, p, *_ in PUBLIC]
     ops = _operations(app)
     assert len(ops) > 50
     missing = [
@@ -264,6 +278,14 @@ def test_contractor_gets_404_for_the_other_unit(
     assert (r.status_code, r.json()) == (404, {"detail": f"{what} not found"})
     if "operator" in allowed:
         assert _request(api, method, path, body, ids, world.auth("operator")).status_code == ok
+
+
+@pytest.mark.parametrize(("method", "path", "why", "kw"), PUBLIC, ids=[p for _, p, *_ in PUBLIC])
+def test_routes_without_a_role_refuse_a_made_up_credential(
+    client: TestClient, world: World, method: str, path: str, why: str, kw: dict[str, Any]
+) -> None:
+    r = client.request(method, P + path, **kw)
+    assert r.status_code == 401, r.text
 
 
 def test_unknown_token_is_401(client: TestClient, world: World) -> None:
