@@ -146,6 +146,36 @@ def test_sweep_marks_silent_gateways_offline_with_history(
     assert hist == [("unknown", "online"), ("online", "degraded"), ("degraded", "offline")]
 
 
+def test_missed_heartbeats_before_offline_are_configurable(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The setting (here 2 instead of 3) for every gateway, and a gateway's own override (5)."""
+    policy = HealthPolicy(misses=2, min_dwell_ms=0)
+    with sessions() as s, s.begin():
+        make_gateway(s, 5, heartbeat_s=10)
+        make_gateway(s, 6, heartbeat_s=10).offline_after_misses = 5
+    ing = Ingestor(sessions, policy=policy, clock=Clock(T))
+    for gw in (5, 6):
+        ing.accept(topics.topic(gw, "ev"), wire.seal(batch(gw, 1, events=[heartbeat()])))
+    ing.flush()
+    _sweep(sessions, T + 20_000, policy)
+    assert (_health(sessions, 5).status, _health(sessions, 6).status) == ("degraded", "degraded")
+    _sweep(sessions, T + 20_001, policy)
+    h5 = _health(sessions, 5)
+    assert (h5.status, h5.reason) == (
+        "offline",
+        "no message for 20 s (timeout 20 s = 2 x 10 s heartbeat)",
+    )
+    _sweep(sessions, T + 50_000, policy)
+    assert _health(sessions, 6).status == "degraded"
+    _sweep(sessions, T + 50_001, policy)
+    h6 = _health(sessions, 6)
+    assert (h6.status, h6.reason) == (
+        "offline",
+        "no message for 50 s (timeout 50 s = 5 x 10 s heartbeat)",
+    )
+
+
 def test_heartbeat_reports_feed_gateway_and_device_health(
     sessions: sessionmaker[Session],
 ) -> None:
