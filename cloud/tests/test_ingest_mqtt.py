@@ -108,3 +108,26 @@ async def test_will_marks_the_gateway_offline_at_once(
     assert h is not None
     assert h.reason == "broker delivered the will: connection lost"
     assert _count(sessions, models.Event) == 1
+
+
+async def test_a_flush_comes_at_the_event_count_before_its_time(
+    mosquitto: int, sessions: sessionmaker[Session]
+) -> None:
+    """flush_events reached: written at once; below it, nothing until flush_ms (here 60 s)."""
+    with sessions() as s, s.begin():
+        make_gateway(s, 1)
+    settings = Settings(mqtt_port=mosquitto, flush_events=10, flush_ms=60_000)
+    w = IngestWorker(settings, sessions, client_id="count", sweep=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    await asyncio.wait_for(w.subscribed.wait(), WAIT_S)
+    async with aiomqtt.Client("127.0.0.1", mosquitto, identifier="gw-sim") as gw:
+        await gw.publish(topics.topic(1, "ev"), wire.seal(batch(1, 1, 6)), qos=1)
+        await until(lambda: w.stats.messages == 1, "the first batch")
+        await asyncio.sleep(0.5)
+        assert (_count(sessions, models.Event), w.stats.flushes) == (0, 0)  # 6 < 10 events
+        await gw.publish(topics.topic(1, "ev"), wire.seal(batch(1, 7, 4)), qos=1)
+        await until(lambda: _count(sessions, models.Event) == 10, "10 events, by count")
+    assert w.stats.flushes == 1
+    stop.set()
+    await asyncio.wait_for(task, WAIT_S)
