@@ -81,8 +81,24 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
         assert p in paths
 
 
-def test_cli_migrate_and_create_admin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = "sqlite:///" + str(tmp_path / "cli.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, on each engine (the session's ones are migrated)."""
+    if request.param == "sqlite":
+        yield "sqlite:///" + str(tmp_path / "empty.db")
+        return
+    name = f"emberlink_mig_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_cli_migrate_and_create_admin(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = empty_db_url
     assert cli.main(["--database-url", url, "migrate"]) == 0
     assert cli.main(["--database-url", url, "create-admin", "--name", "root"]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
@@ -118,20 +134,6 @@ def _revision(url: str) -> str | None:
         rev = MigrationContext.configure(conn).get_current_revision()
     engine.dispose()
     return rev
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database with no schema at all, on each engine (the session's ones are migrated)."""
-    if request.param == "sqlite":
-        yield "sqlite:///" + str(tmp_path / "empty.db")
-        return
-    name = f"emberlink_mig_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_upgrade_is_idempotent_and_downgrade_round_trips(empty_db_url: str) -> None:
