@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emberlink.protocol import codes, messages, topics, wire
-from emberlink.protocol.errors import ProtocolError
-from sqlalchemy import insert
+from emberlink.protocol.errors import MAC_MALFORMED, MacError, ProtocolError
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,6 +56,9 @@ class GatewayInfo:
     mac_key: bytes | None
     heartbeat_s: int | None
     offline_after_misses: int | None
+    # MAC keys of a rotation the gateway redeemed but has not confirmed yet (see
+    # ``Ingestor._open``); read only on a MAC failure, so empty in cached entries.
+    pending_keys: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -114,12 +117,34 @@ class GatewayCache:
         self._cache[gw] = (t, info)
         return info
 
+    def reload(self, gw: int) -> GatewayInfo | None:
+        """Read ``gw`` from the database now, whatever the cache holds, with the MAC keys of
+        its pending (redeemed, unconfirmed) rotation; the cache keeps the fresh entry."""
+        with self._sessions() as s:
+            info = self._lookup(s, gw, pending=True)
+        self._cache[gw] = (time.monotonic(), info)
+        return info
+
     @staticmethod
-    def _lookup(session: Session, gw: int) -> GatewayInfo | None:
+    def _lookup(session: Session, gw: int, *, pending: bool = False) -> GatewayInfo | None:
         row = session.get(models.Gateway, gw)
         if row is None:
             return None
-        return GatewayInfo(row.id, row.mac_key, row.heartbeat_s, row.offline_after_misses)
+        keys: tuple[bytes, ...] = ()
+        if pending:
+            c = models.GatewayCredential
+            q = (
+                select(c.mac_key)
+                .where(
+                    c.gateway_id == gw,
+                    c.revoked_ms.is_(None),
+                    c.confirmed_ms.is_(None),
+                    c.mac_key.is_not(None),
+                )
+                .order_by(c.id.desc())
+            )
+            keys = tuple(k for k in session.scalars(q) if k is not None and k != row.mac_key)
+        return GatewayInfo(row.id, row.mac_key, row.heartbeat_s, row.offline_after_misses, keys)
 
     def forget(self) -> None:
         self._cache.clear()
@@ -176,7 +201,7 @@ class Ingestor:
                 payload,
             )
         try:
-            batch = wire.open_batch(payload, key=info.mac_key, require_mac=info.mac_key is not None)
+            batch = self._open(gw, info, payload)
         except ProtocolError as e:
             return self._quarantined(received, source, topic, gw, e.reason, str(e), payload)
         except Exception as e:  # a decoder bug must not stop the worker either
@@ -226,6 +251,45 @@ class Ingestor:
         )
         self._pending_events += len(batch.events)
         return None
+
+    def _open(self, gw: int, info: GatewayInfo, payload: bytes) -> messages.Batch:
+        """Open a batch with the gateway's MAC key. A MAC failure may be our cache's fault, not
+        the sender's: a gateway that just rotated its credentials seals with the new key while
+        the cache (REGISTRY_TTL_S) still holds the old one. So before a MAC failure is final the
+        gateway's key is read from the database once more, bypassing the cache, and the batch
+        is tried with it, and then with the key of a rotation the gateway redeemed but has not
+        confirmed yet: a batch that verifies with that key can only come from the gateway the
+        key was issued to (over TLS, against a one-time token bound to its serial), so it is
+        authentic and stored. Ingest does not confirm the rotation itself: that stays the
+        gateway's proof of its new broker password (``provision.claims.confirm``)."""
+        try:
+            return wire.open_batch(payload, key=info.mac_key, require_mac=info.mac_key is not None)
+        except MacError as e:
+            if e.reason == MAC_MALFORMED:
+                raise
+            first = e
+        fresh = self.gateways.reload(gw)
+        if fresh is None:
+            raise first
+        tried = {info.mac_key}
+        candidates = [(fresh.mac_key, False)] + [(k, True) for k in fresh.pending_keys]
+        for key, pending in candidates:
+            if key in tried:
+                continue
+            tried.add(key)
+            try:
+                batch = wire.open_batch(payload, key=key, require_mac=key is not None)
+            except MacError:
+                continue
+            if not pending:
+                log.info("gateway %d: MAC key changed in the registry; cache refreshed", gw)
+            else:
+                log.warning(
+                    "gateway %d: batch verifies with the key of its unconfirmed rotation; stored",
+                    gw,
+                )
+            return batch
+        raise first
 
     def _quarantined(
         self,
