@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = ("changethis", "changeme", "secret", "password")
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     # ``el/v1/+/ev``, for a broker without shared subscriptions (the demo's embedded amqtt);
     # then only one worker may run, or every worker would get, store and ack every batch.
     mqtt_shared_subscription: bool = True
+    # The cloud's own broker login (ingest workers, their acks and time syncs; every
+    # aiomqtt.Client of the cloud takes ``mqtt_client_options``), for a Mosquitto without an
+    # anonymous listener: one of the service
+    # users the provisioning writes into the password and ACL files
+    # (``provision.broker.BrokerSettings.service_users``). Unset: connect anonymously.
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    # A CA certificate file (PEM): connect with TLS and verify the broker against it.
+    mqtt_tls_ca: str | None = None
 
     # Ingest batching: a flush happens at this many events or this age, whichever comes first.
     flush_events: int = Field(default=2000, ge=1, le=100_000)
@@ -111,9 +120,28 @@ class Settings(BaseSettings):
                 )
             if not font.is_file():
                 raise ValueError(f"EMBERLINK_PDF_FONT: no such font file: {font}")
+        if self.mqtt_password is not None and self.mqtt_username is None:
+            raise ValueError("EMBERLINK_MQTT_PASSWORD is set without EMBERLINK_MQTT_USERNAME")
+        if self.mqtt_tls_ca is not None and not Path(self.mqtt_tls_ca).expanduser().is_file():
+            raise ValueError(f"EMBERLINK_MQTT_TLS_CA: no such file: {self.mqtt_tls_ca}")
         if self.backlog_low >= self.backlog_high:
             raise ValueError("backlog_low must be below backlog_high")
         return self
+
+
+def mqtt_client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``aiomqtt.Client``: the cloud's login and TLS, when configured."""
+    import aiomqtt
+
+    opts: dict[str, Any] = {}
+    if settings.mqtt_username is not None:
+        opts["username"] = settings.mqtt_username
+        if settings.mqtt_password is not None:
+            opts["password"] = settings.mqtt_password.get_secret_value()
+    if settings.mqtt_tls_ca is not None:
+        ca = str(Path(settings.mqtt_tls_ca).expanduser())
+        opts["tls_params"] = aiomqtt.TLSParameters(ca_certs=ca)
+    return opts
 
 
 def load_settings(**overrides: Any) -> Settings:

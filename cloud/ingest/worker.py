@@ -31,7 +31,7 @@ from emberlink.protocol.errors import ProtocolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import commands, models
-from ..core.config import Settings
+from ..core.config import Settings, mqtt_client_options
 from ..health import HealthPolicy
 from .pipeline import FlushResult, Ingestor, now_ms
 from .store import run_sweep
@@ -39,6 +39,9 @@ from .store import run_sweep
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0  # after a failed flush or a lost broker connection
+LOGIN_RETRY_MAX_S = 30.0  # a refused login is retried with backoff up to this (files may change)
+# CONNACK codes of a refused login: MQTT 3.1.1 (4, 5) and MQTT 5 (134, 135).
+LOGIN_REFUSED = (4, 5, 134, 135)
 BACKLOG_FACTOR = 10  # stop reading from the broker while this many flushes' worth waits
 
 
@@ -55,6 +58,8 @@ class WorkerStats:
     time_syncs: int = 0  # automatic time syncs this worker sent
     results: int = 0  # command results stored
     results_ignored: int = 0  # malformed, or for an unknown command
+    login_refused: int = 0  # connection attempts the broker refused for our login
+    last_error: str = ""  # why the last broker session ended (or never started)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -84,12 +89,36 @@ class IngestWorker:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set (or forever), reconnecting after broker failures."""
         stop = stop or asyncio.Event()
+        refused = 0
         while not stop.is_set():
             try:
                 await self._session(stop)
+                refused = 0
             except aiomqtt.MqttError as e:
-                log.warning("broker connection lost: %s; reconnecting", e)
                 self.subscribed.clear()
+                self.stats.last_error = str(e) or type(e).__name__
+                if _login_refused(e):
+                    # Not a glitch: a wrong or missing login stays wrong until someone fixes the
+                    # settings or the broker's password file. Say so loudly, keep trying (slower).
+                    refused += 1
+                    self.stats.login_refused += 1
+                    delay = min(RETRY_DELAY_S * 2 ** (refused - 1), LOGIN_RETRY_MAX_S)
+                    user = self.settings.mqtt_username
+                    log.error(
+                        "broker %s:%d refused the login of %s: %s; check EMBERLINK_MQTT_USERNAME"
+                        " / EMBERLINK_MQTT_PASSWORD and the broker's password file (retry %d"
+                        " in %.0f s)",
+                        self.settings.mqtt_host,
+                        self.settings.mqtt_port,
+                        f"user {user!r}" if user else "an anonymous client",
+                        self.stats.last_error,
+                        refused,
+                        delay,
+                    )
+                    await _sleep_or_stop(stop, delay)
+                    continue
+                refused = 0
+                log.warning("broker connection lost: %s; reconnecting", e)
                 await _sleep_or_stop(stop, RETRY_DELAY_S)
             except Exception:
                 # The database is down, say: keep the process and try again. Nothing is lost:
@@ -104,6 +133,7 @@ class IngestWorker:
             self.settings.mqtt_port,
             identifier=self.client_id,
             clean_session=True,  # shared-subscription consumers must not queue while away
+            **mqtt_client_options(self.settings),
         ) as client:
             shared = self.settings.mqtt_shared_subscription
             leaves = (topics.EVENTS, topics.STATE, topics.RESULT)
@@ -279,6 +309,12 @@ class IngestWorker:
     def sweep_once(self) -> int:
         with self.sessions() as s, s.begin():
             return run_sweep(session=s, now_ms=now_ms(), policy=self.policy)
+
+
+def _login_refused(e: aiomqtt.MqttError) -> bool:
+    rc = getattr(e, "rc", None)
+    value = getattr(rc, "value", rc)
+    return isinstance(value, int) and value in LOGIN_REFUSED
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
