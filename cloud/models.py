@@ -472,6 +472,20 @@ class MaintAudit(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class MaintGuard(Base):
+    """One row: while ``enforce`` is 1, triggers (migration 0010) refuse deleting a signed visit,
+    its items, attachments or defects before its retention date, and any audit row. A wipe that
+    must delete everything (the tests' fixture) sets 0 and back to 1 in its own transaction."""
+
+    __tablename__ = "maint_guard"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="single_row"),
+        CheckConstraint("enforce IN (0, 1)", name="enforce"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    enforce: Mapped[int] = mapped_column(Integer)
+
+
 # --- Provisioning (issue 7): claim tokens, gateway broker credentials, their audit trail ------
 
 

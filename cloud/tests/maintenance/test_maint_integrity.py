@@ -13,6 +13,7 @@ from emberlink.cloud.ingest.pipeline import now_ms
 from emberlink.cloud.maintenance import catalogue, service
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..conftest import World
@@ -39,14 +40,48 @@ def _signed_visit(client: TestClient, world: World, m: Maint, **kw: Any) -> int:
     return vid
 
 
+TRIGGERS = (
+    "maint_items_signed_update",
+    "maint_visits_signed",
+    "maint_audit_append_only",
+    # migration 0010: deletes
+    "maint_visits_retained",
+    "maint_visit_items_retained",
+    "maint_attachments_retained",
+    "maint_defects_retained",
+    "maint_audit_no_delete",
+)
+
+
 def _bypass_triggers(s: Session) -> None:
     """What someone with database rights could do: disable the immutability triggers for this
     transaction (rolled back with it)."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SET LOCAL session_replication_role = replica"))
     else:
-        for name in ("maint_items_signed_update", "maint_visits_signed", "maint_audit_append_only"):
+        for name in TRIGGERS:
             s.execute(text(f"DROP TRIGGER {name}"))
+
+
+def backdate(sessions: sessionmaker[Session], visit_ids: list[int], by_ms: int) -> None:
+    """Test setup for "the retention period has passed": move the retention dates of signed
+    visits ``by_ms`` into the past, committed, with the triggers back in place afterwards."""
+    trigger = "maint_visits_signed"
+    with sessions() as s, s.begin():
+        if s.get_bind().dialect.name == "postgresql":
+            _bypass_triggers(s)  # SET LOCAL: this transaction only
+            saved = None
+        else:
+            q = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :n"
+            saved = s.execute(text(q), {"n": trigger}).scalar_one()
+            s.execute(text(f"DROP TRIGGER {trigger}"))
+        s.execute(
+            update(V)
+            .where(V.id.in_(visit_ids))
+            .values(retention_until_ms=V.retention_until_ms - by_ms)
+        )
+        if saved is not None:
+            s.execute(text(saved))
 
 
 def _tampered(s: Session) -> dict[int, str]:
@@ -104,8 +139,12 @@ def test_changes_behind_the_apis_back_are_caught(
             with pytest.raises(service.Refused, match=r"^Visit is signed; corrections are new"):
                 fn(session=s, visit=v, actor="admin", **kw)
         s.rollback()
-    # Deleting an item of a signed visit (no trigger stands in the way of a DELETE).
+    # Deleting an item of a signed visit: the database refuses (migration 0010); with its
+    # triggers out of the way, the verification catches it.
+    with sessions() as s, pytest.raises(IntegrityError, match="item of a signed visit within"):
+        s.execute(delete(I).where(I.visit_id == vid, I.code == "EF-M-RCD"))
     with sessions() as s:
+        _bypass_triggers(s)
         s.execute(delete(I).where(I.visit_id == vid, I.code == "EF-M-RCD"))
         assert _tampered(s) == {vid: "content no longer matches its signed hash"}
         s.rollback()
@@ -141,6 +180,7 @@ def test_changes_behind_the_apis_back_are_caught(
         s.rollback()
     # A signed revision deleted outright (items first) is missing.
     with sessions() as s:
+        _bypass_triggers(s)
         s.execute(delete(I).where(I.visit_id == rev2))
         s.execute(delete(models.MaintAttachment).where(models.MaintAttachment.visit_id == rev2))
         s.execute(delete(V).where(V.id == rev2))
@@ -151,9 +191,11 @@ def test_changes_behind_the_apis_back_are_caught(
     with sessions() as s, pytest.raises(Exception, match="immutable"):
         s.execute(update(V).where(V.id == vid).values(kind="patrol"))
 
-    # A committed change shows through the API.
+    # A committed change (the delete guard switched off around it) shows through the API.
     with sessions() as s, s.begin():
+        s.execute(update(models.MaintGuard).values(enforce=0))
         s.execute(delete(I).where(I.visit_id == vid, I.code == "FA-M-BAT"))
+        s.execute(update(models.MaintGuard).values(enforce=1))
     r = client.get(P + "/verify", headers=world.auth("operator")).json()
     assert r["ok"] is False and r["chain_ok"] is True
     assert r["tampered"] == [
@@ -162,7 +204,7 @@ def test_changes_behind_the_apis_back_are_caught(
 
 
 def test_records_are_kept_for_their_retention_period(
-    client: TestClient, sessions: sessionmaker[Session], world: World, monkeypatch: Any
+    client: TestClient, sessions: sessionmaker[Session], world: World
 ) -> None:
     m = _setup(client, world, cert_expires_ms=now_ms() + 10 * YEAR)
     admin, h = world.auth("admin"), world.auth("contractor")
@@ -190,26 +232,25 @@ def test_records_are_kept_for_their_retention_period(
         {"detail": "Revision 1 is not signed; only signed records expire"},
     )
 
-    real_now = now_ms()
-    monkeypatch.setattr(service, "models_now", lambda: real_now + 2 * YEAR)
+    # Time passes: the records' retention dates move into the past (the database triggers
+    # judge by the database's clock, so the API's clock is not faked).
+    backdate(sessions, [monthly, patrol], 2 * YEAR)
     r = client.delete(P + f"/visits/{patrol}", headers=admin)  # a patrol: 1 year
     assert (r.status_code, r.json()) == (200, {"detail": f"Purged 1 revision(s) of visit {patrol}"})
     assert client.delete(P + f"/visits/{monthly}", headers=admin).status_code == 409
     # A correction started on the record holds it until it is signed.
-    monkeypatch.setattr(service, "models_now", lambda: real_now)
     rev2 = client.post(P + f"/visits/{monthly}/corrections", headers=h, json={"reason": "x"})
     rev2_id = rev2.json()["id"]
-    monkeypatch.setattr(service, "models_now", lambda: real_now + 5 * YEAR + 2 * DAY)
+    backdate(sessions, [monthly], 3 * YEAR + 2 * DAY)
     r = client.delete(P + f"/visits/{monthly}", headers=admin)
     assert (r.status_code, r.json()) == (
         409,
         {"detail": "Revision 2 is not signed; only signed records expire"},
     )
-    monkeypatch.setattr(service, "models_now", lambda: real_now)
     assert _sign(client, world, rev2_id, m.lead).status_code == 200
-    monkeypatch.setattr(service, "models_now", lambda: real_now + 5 * YEAR - DAY)
+    backdate(sessions, [rev2_id], 5 * YEAR - DAY)
     assert client.delete(P + f"/visits/{rev2_id}", headers=admin).status_code == 409
-    monkeypatch.setattr(service, "models_now", lambda: real_now + 5 * YEAR + 2 * DAY)
+    backdate(sessions, [rev2_id], 2 * DAY)
     r = client.delete(P + f"/visits/{rev2_id}", headers=admin)
     assert (r.status_code, r.json()) == (
         200,
