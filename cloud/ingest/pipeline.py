@@ -23,7 +23,7 @@ from typing import Any
 from emberlink.protocol import codes, messages, topics, wire
 from emberlink.protocol.errors import MAC_MALFORMED, MacError, ProtocolError
 from sqlalchemy import insert, select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import models
@@ -39,6 +39,7 @@ R_GW_MISMATCH = "gateway does not match topic"
 R_BAD_WILL = "bad will message"
 R_TIME = "event time out of range"
 R_STORE = "refused by the database"
+R_INGEST = "ingest error"  # an unexpected error (a bug, an overflow) while writing the batch
 
 MAX_T_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later times are not real clocks
 
@@ -345,49 +346,73 @@ class Ingestor:
         """Write ``buf`` in one transaction; the acks are safe to publish once this returns.
 
         Thread-safe with respect to ``accept`` (it touches only ``buf`` and the database).
-        When the database refuses the data itself (not a lost connection), the batches are
-        written one by one and the one it refuses is quarantined, so that no message can
-        stop ingest by failing every flush it is part of.
+        When the database refuses the data itself (not a lost connection), or writing it raises
+        an unexpected error that is not the database's (a bug, an overflow in a driver), the
+        batches are written one by one and the one at fault is quarantined with the reason, so
+        that no message can stop ingest by failing every flush it is part of. Only a database
+        that cannot be reached (or keeps deadlocking) fails the whole write: the caller keeps the
+        buffer and tries again, since nothing in it is at fault.
         """
         if not buf.batches and not buf.quarantine:
             return FlushResult()
         try:
             return self._write_retrying(buf.batches, buf.quarantine)
-        except (IntegrityError, DataError) as e:
+        except DBAPIError as e:
+            if _unavailable(e):
+                raise
             log.warning("flush refused (%s); isolating the batch at fault", e.orig)
+        except Exception:
+            log.exception("flush failed with an unexpected error; isolating the batch at fault")
         total = FlushResult()
-        parts: list[tuple[list[Accepted], list[dict[str, Any]]]] = [([a], []) for a in buf.batches]
-        parts.append(([], buf.quarantine))
-        for batches, quarantine in parts:
+        for a in buf.batches:
             try:
-                res = self._write_retrying(batches, quarantine)
-            except (IntegrityError, DataError) as e:
-                a = batches[0]
-                res = self._write_retrying(
-                    [],
-                    [
-                        self._quarantine_row(
-                            a.received_ms,
-                            a.source,
-                            a.topic,
-                            a.batch.gw,
-                            R_STORE,
-                            str(e.orig).splitlines()[0][:500],
-                            a.payload,
-                        )
-                    ],
-                )
-            total.stored += res.stored
-            total.duplicates += res.duplicates
-            total.quarantined += res.quarantined
-            total.acks += res.acks
-            total.unsynced += [g for g in res.unsynced if g not in total.unsynced]
-            total.reborn += [g for g in res.reborn if g not in total.reborn]
+                res = self._write_retrying([a], [])
+            except DBAPIError as e:
+                if _unavailable(e):
+                    raise
+                res = self._quarantine_batch(a, R_STORE, str(e.orig).splitlines()[0][:500])
+            except Exception as e:
+                log.exception("batch on %s failed to write; quarantined", a.topic)
+                res = self._quarantine_batch(a, R_INGEST, f"{type(e).__name__}: {e}"[:500])
+            _add(total, res)
+        if buf.quarantine:
+            _add(total, self._write_quarantine(buf.quarantine))
         best: dict[tuple[int, int], int] = {}
         for ack in total.acks:
             best[ack.gw, ack.boot] = max(best.get((ack.gw, ack.boot), 0), ack.hwm)
         total.acks = [messages.Ack(g, b, h) for (g, b), h in sorted(best.items())]
         return total
+
+    def _quarantine_batch(self, a: Accepted, reason: str, detail: str) -> FlushResult:
+        row = self._quarantine_row(
+            a.received_ms, a.source, a.topic, a.batch.gw, reason, detail, a.payload
+        )
+        return self._write_quarantine([row])
+
+    def _write_quarantine(self, rows: list[dict[str, Any]]) -> FlushResult:
+        """Write quarantine rows; if that fails (not for want of a database), one by one, and a
+        row that cannot be written at all is logged and dropped: nothing loops forever."""
+        try:
+            return self._write_retrying([], rows)
+        except DBAPIError as e:
+            if _unavailable(e):
+                raise
+            err: Exception = e
+        except Exception as e:
+            err = e
+        if len(rows) > 1:
+            total = FlushResult()
+            for r in rows:
+                _add(total, self._write_quarantine([r]))
+            return total
+        r = rows[0]
+        log.error(
+            "quarantine row for %r (%s) cannot be written, dropped: %r",
+            r["topic"],
+            r["reason"],
+            err,
+        )
+        return FlushResult()
 
     def _write_retrying(
         self, batches: list[Accepted], quarantine: list[dict[str, Any]]
@@ -469,6 +494,22 @@ class Ingestor:
         )
         out.acks = [messages.Ack(g, b, h) for (g, b), h in sorted(hwms.items()) if h > 0]
         return out
+
+
+def _add(total: FlushResult, res: FlushResult) -> None:
+    total.stored += res.stored
+    total.duplicates += res.duplicates
+    total.quarantined += res.quarantined
+    total.acks += res.acks
+    total.unsynced += [g for g in res.unsynced if g not in total.unsynced]
+    total.reborn += [g for g in res.reborn if g not in total.reborn]
+
+
+def _unavailable(e: DBAPIError) -> bool:
+    """The database could not be used (down, connection lost, still locked or deadlocked
+    after the retries), as opposed to refusing what we sent (constraint, data, statement):
+    nothing in the buffer is at fault, so the whole buffer waits for the next try."""
+    return e.connection_invalidated or isinstance(e, (OperationalError, InterfaceError))
 
 
 def _retryable(e: DBAPIError) -> bool:
