@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from emberlink.cloud import models
+from emberlink.cloud.api.routes.alarms import STILL_ACTIVE
 from emberlink.cloud.ingest.pipeline import Ingestor
 from emberlink.protocol import codes, messages, topics, wire
 from fastapi import FastAPI
@@ -335,19 +336,57 @@ def test_alarm_lifecycle_ack_then_clear(
     assert (r.json()["status"], r.json()["acked_by"]) == ("acknowledged", "operator")
     r = client.post(P + f"/alarms/{aid}/ack", headers=h, json={})
     assert (r.status_code, r.json()) == (409, {"detail": "Alarm already acknowledged"})
+    ing = Ingestor(sessions)  # the device reports normal: an acknowledged alarm clears itself
+    ing.accept(topics.topic(10, "ev"), wire.seal(batch(10, 4, events=[fire(codes.NORMAL)])))
+    ing.flush()
     r = client.post(P + f"/alarms/{aid}/clear", headers=world.auth("contractor"), json={})
-    assert r.status_code == 200
-    assert (r.json()["status"], r.json()["acked_by"], r.json()["cleared_by"]) == (
-        "cleared",
-        "operator",
-        "contractor",
-    )
-    r = client.post(P + f"/alarms/{aid}/clear", headers=h, json={})
     assert (r.status_code, r.json()) == (409, {"detail": "Alarm already cleared"})
     r = client.post(P + f"/alarms/{aid}/ack", headers=h, json={})
     assert (r.status_code, r.json()) == (409, {"detail": "Alarm is cleared"})
+    a = client.get(P + f"/alarms/{aid}", headers=h).json()
+    assert (a["status"], a["acked_by"], a["cleared_by"]) == ("cleared", "operator", "device")
     comments = client.get(P + f"/alarms/{aid}/comments", headers=h).json()
     assert [(c["author"], c["text"]) for c in comments] == [("operator", "crew sent")]
+
+
+def test_clearing_an_alarm_whose_condition_is_active_needs_force_and_a_comment(
+    client: TestClient, world: World, sessions: sessionmaker[Session]
+) -> None:
+    populate(sessions, 10)
+    aid = _alarm_id(sessions)
+    h = world.auth("operator")
+    assert client.post(P + f"/alarms/{aid}/ack", headers=h, json={}).status_code == 200
+    url = P + f"/alarms/{aid}/clear"
+    for body in ({}, {"comment": "crew on site"}, {"force": False, "comment": "x"}):
+        r = client.post(url, headers=world.auth("contractor"), json=body)
+        assert (r.status_code, r.json()) == (409, {"detail": STILL_ACTIVE}), body
+    r = client.post(url, headers=h, json={"force": True})
+    assert r.status_code == 422
+    assert "force needs a comment" in r.text
+    r = client.post(url, headers=h, json={"force": True, "comment": ""})
+    assert r.status_code == 422
+    a = client.get(P + f"/alarms/{aid}", headers=h).json()
+    assert (a["status"], a["condition_active"], a["note"]) == ("acknowledged", True, None)
+    r = client.post(
+        url, headers=world.auth("contractor"), json={"force": True, "comment": "detector cut out"}
+    )
+    assert r.status_code == 200
+    a = r.json()
+    assert (a["status"], a["acked_by"], a["cleared_by"], a["condition_active"]) == (
+        "cleared",
+        "operator",
+        "contractor",
+        True,
+    )
+    assert a["note"] == "clear forced by contractor while the condition was still active"
+    comments = client.get(P + f"/alarms/{aid}/comments", headers=h).json()
+    assert [(c["author"], c["text"]) for c in comments] == [
+        ("contractor", "Cleared while the condition was still active: detector cut out")
+    ]
+    r = client.get(P + "/alarms", headers=h, params={"open_only": True})
+    assert r.json()["data"] == []
+    r = client.post(url, headers=h, json={"force": True, "comment": "again"})
+    assert (r.status_code, r.json()) == (409, {"detail": "Alarm already cleared"})
 
 
 def test_clearing_an_unacknowledged_alarm_acknowledges_it_too(
@@ -355,7 +394,11 @@ def test_clearing_an_unacknowledged_alarm_acknowledges_it_too(
 ) -> None:
     populate(sessions, 10)
     aid = _alarm_id(sessions)
-    r = client.post(P + f"/alarms/{aid}/clear", headers=world.auth("operator"), json={})
+    ing = Ingestor(sessions)  # normal again, but nobody acknowledged it: it stays open
+    ing.accept(topics.topic(10, "ev"), wire.seal(batch(10, 4, events=[fire(codes.NORMAL)])))
+    ing.flush()
+    h = world.auth("operator")
+    r = client.post(P + f"/alarms/{aid}/clear", headers=h, json={"comment": "seen"})
     a = r.json()
     assert (r.status_code, a["status"], a["acked_by"], a["cleared_by"]) == (
         200,
@@ -364,6 +407,9 @@ def test_clearing_an_unacknowledged_alarm_acknowledges_it_too(
         "operator",
     )
     assert a["acked_ms"] == a["cleared_ms"] is not None
+    assert (a["condition_active"], a["note"]) == (False, None)  # no force needed, none recorded
+    comments = client.get(P + f"/alarms/{aid}/comments", headers=h).json()
+    assert [c["text"] for c in comments] == ["seen"]
 
 
 def test_alarm_not_found(client: TestClient, world: World) -> None:
@@ -401,7 +447,8 @@ def test_same_condition_is_one_alarm_until_cleared(
     h = world.auth("operator")
     assert len(client.get(P + "/alarms", headers=h).json()["data"]) == 1
     aid = _alarm_id(sessions)
-    client.post(P + f"/alarms/{aid}/clear", headers=h, json={})
+    r = client.post(P + f"/alarms/{aid}/clear", headers=h, json={"force": True, "comment": "c"})
+    assert r.status_code == 200
     populate(sessions, 10, seq0=7)  # after the clear, a new alarm object
     r = client.get(P + "/alarms", headers=h, params={"gateway_id": 10, "open_only": True})
     assert len(r.json()["data"]) == 1 and r.json()["data"][0]["id"] != aid

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from emberlink.protocol import codes
 from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import Field, model_validator
 from sqlalchemy import select
 
 from ... import crud, models, schemas
@@ -22,6 +23,29 @@ from .events import scoped_gateways
 router = APIRouter(tags=["alarms"])
 
 AlarmId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+STILL_ACTIVE = (
+    "Alarm condition is still active at the device: it will not be reported again until it "
+    "returns to normal, so a clear would hide it; to clear it anyway send force true with a "
+    "comment saying why"
+)
+FORCED_PREFIX = "Cleared while the condition was still active: "
+
+
+class AlarmClear(schemas.AlarmAction):
+    """Body of ``POST /alarms/{id}/clear``."""
+
+    force: bool = Field(
+        default=False,
+        description="clear although the device still reports the condition (needs a comment; "
+        "recorded as a comment and in the alarm's note)",
+    )
+
+    @model_validator(mode="after")
+    def _force_needs_a_comment(self) -> AlarmClear:
+        if self.force and not self.comment:
+            raise ValueError("force needs a comment saying why the alarm is cleared")
+        return self
 
 
 def alarm_public(a: models.Alarm) -> schemas.AlarmPublic:
@@ -109,21 +133,33 @@ def acknowledge_alarm(
 
 @router.post("/alarms/{alarm_id}/clear", response_model=schemas.AlarmPublic)
 def clear_alarm(
-    session: SessionDep, user: AlarmActor, alarm_id: AlarmId, body: schemas.AlarmAction
+    session: SessionDep, user: AlarmActor, alarm_id: AlarmId, body: AlarmClear
 ) -> schemas.AlarmPublic:
     """Clear an alarm; a later activation of the same condition opens a new one.
 
     The life cycle is active -> acknowledged -> cleared: clearing an alarm nobody acknowledged
     acknowledges it too, by the same user at the same time, so both steps say who and when.
+
+    An alarm whose condition is still active at the device (``condition_active``) is refused
+    with 409: the device reports a condition once, when it starts, so after a clear nothing
+    would show it again until it had returned to normal and started anew. ``force`` (with a
+    required comment) clears it anyway; the comment is stored prefixed with "Cleared while the
+    condition was still active: " and the alarm's ``note`` says who forced the clear.
     """
     a = _get_alarm(session, user, alarm_id)
     if a.status == "cleared":
         raise HTTPException(status_code=409, detail="Alarm already cleared")
+    forced = a.condition_active
+    if forced and not body.force:
+        raise HTTPException(status_code=409, detail=STILL_ACTIVE)
     now = crud.now_ms()
     if a.status == "active":
         a.acked_by, a.acked_ms = user.name, now
     a.status, a.cleared_by, a.cleared_ms = "cleared", user.name, now
-    if body.comment:
+    if forced:
+        a.note = f"clear forced by {user.name} while the condition was still active"[:300]
+        _comment(session, a, user.name, FORCED_PREFIX + (body.comment or ""), now)
+    elif body.comment:
         _comment(session, a, user.name, body.comment, now)
     session.flush()
     return alarm_public(a)
