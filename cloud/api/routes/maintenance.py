@@ -7,23 +7,28 @@ anything outside answers 404 as if it did not exist.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ... import models, schemas
 from ...maintenance import catalogue, reports, service
 from ...maintenance.service import Refused
 from ..deps import (
+    BearerDep,
     CurrentUser,
     MaintManager,
     MaintOverseer,
     MaintWriter,
     Principal,
     SessionDep,
+    get_principal,
     require,
 )
 
@@ -335,13 +340,55 @@ def read_defects(
 _NAME = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
 
 
+# Uploads are ``async`` only to stream their body; everything that touches the database runs
+# in the thread pool (on SQLite a write may wait for another process's write lock, and the event
+# loop must go on serving every other request meanwhile). The caller is authenticated on a read
+# session, and the write transaction starts only once the whole body has arrived, so a slow
+# upload never holds the SQLite write lock.
+
+
+def _upload_writer(request: Request, creds: BearerDep) -> Principal:
+    """``MaintWriter`` (admin, contractor), looked up on a read session."""
+    with request.app.state.read_sessions() as session:
+        principal = get_principal(session, creds)
+    if principal.role not in ("admin", "contractor"):
+        raise HTTPException(status_code=403, detail="Not enough permissions")
+    return principal
+
+
+UploadWriter = Annotated[Principal, Depends(_upload_writer)]
+TOO_LARGE = f"Attachment larger than {MAX_ATTACHMENT // (1024 * 1024)} MiB"
+
+
 async def _body(request: Request) -> bytes:
-    data = await request.body()
+    """The request body, refused (413) as soon as it is over the limit, before reading it all."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_ATTACHMENT:
+        raise HTTPException(status_code=413, detail=TOO_LARGE)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_ATTACHMENT:
+            raise HTTPException(status_code=413, detail=TOO_LARGE)
     if not data:
         raise HTTPException(status_code=422, detail="Empty attachment")
-    if len(data) > MAX_ATTACHMENT:
-        raise HTTPException(status_code=413, detail="Attachment larger than 5 MiB")
-    return data
+    return bytes(data)
+
+
+@contextmanager
+def _write_session(request: Request) -> Iterator[Session]:
+    """Like the ``SessionDep`` of a write: committed on success, rolled back on any error."""
+    with request.app.state.write_sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _media(request: Request) -> str:
+    return (request.headers.get("content-type") or "application/octet-stream")[:100]
 
 
 @router.post(
@@ -352,8 +399,7 @@ async def _body(request: Request) -> bytes:
 )
 async def create_attachment(
     request: Request,
-    session: SessionDep,
-    user: MaintWriter,
+    user: UploadWriter,
     visit_id: RowId,
     name: Annotated[str, Query(min_length=1, max_length=200)],
 ) -> schemas.AttachmentPublic:
@@ -361,20 +407,27 @@ async def create_attachment(
     if not _NAME.match(name):
         raise HTTPException(status_code=422, detail="Invalid file name")
     data = await _body(request)
-    v = _writable_visit(session, user, visit_id)
-    media = (request.headers.get("content-type") or "application/octet-stream")[:100]
-    blob = _do(
-        service.add_attachment,
-        session=session,
-        visit=v,
-        name=name,
-        media_type=media,
-        data=data,
-        actor=user.name,
-    )
-    return schemas.AttachmentPublic(
-        sha256=blob.sha256, name=name, media_type=blob.media_type, size=blob.size
-    )
+    return await run_in_threadpool(_store_attachment, request, user, visit_id, name, data)
+
+
+def _store_attachment(
+    request: Request, user: Principal, visit_id: int, name: str, data: bytes
+) -> schemas.AttachmentPublic:
+    with _write_session(request) as session:
+        v = _writable_visit(session, user, visit_id)
+        blob = _do(
+            service.add_attachment,
+            session=session,
+            visit=v,
+            name=name,
+            media_type=_media(request),
+            data=data,
+            actor=user.name,
+        )
+        out = schemas.AttachmentPublic(
+            sha256=blob.sha256, name=name, media_type=blob.media_type, size=blob.size
+        )
+    return out
 
 
 @router.post(
@@ -383,16 +436,19 @@ async def create_attachment(
     response_model=schemas.AttachmentPublic,
     openapi_extra={"requestBody": {"required": True, "content": {"*/*": {}}}},
 )
-async def create_blob(
-    request: Request, session: SessionDep, _: MaintWriter
-) -> schemas.AttachmentPublic:
+async def create_blob(request: Request, _: UploadWriter) -> schemas.AttachmentPublic:
     """Upload a file by content (defect closure evidence, a signature image)."""
     data = await _body(request)
-    media = (request.headers.get("content-type") or "application/octet-stream")[:100]
-    blob = service.upload_blob(session=session, media_type=media, data=data)
-    return schemas.AttachmentPublic(
-        sha256=blob.sha256, name="", media_type=blob.media_type, size=blob.size
-    )
+    return await run_in_threadpool(_store_blob, request, data)
+
+
+def _store_blob(request: Request, data: bytes) -> schemas.AttachmentPublic:
+    with _write_session(request) as session:
+        blob = service.upload_blob(session=session, media_type=_media(request), data=data)
+        out = schemas.AttachmentPublic(
+            sha256=blob.sha256, name="", media_type=blob.media_type, size=blob.size
+        )
+    return out
 
 
 @router.post("/visits/{visit_id}/close", response_model=schemas.VisitPublic)
