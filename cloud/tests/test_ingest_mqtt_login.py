@@ -124,3 +124,42 @@ def test_login_settings_are_checked_at_start(tmp_path: Path) -> None:
         Settings(mqtt_tls_ca=str(tmp_path / "missing.pem"))
     s = Settings(mqtt_username="ingest", mqtt_password="s3cr3t-pw-xyz")  # type: ignore[arg-type]
     assert "s3cr3t-pw-xyz" not in repr(s)  # the password is never logged with the settings
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_worker_connects_with_tls_verifying_the_broker_against_the_ca(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    cert, key = _self_signed(tmp_path, "broker")
+    other, _ = _self_signed(tmp_path, "other")
+    b = Broker(
+        tmp_path, f"allow_anonymous true\ncafile {cert}\ncertfile {cert}\nkeyfile {key}\n"
+    ).start()
+    stop = asyncio.Event()
+    ok = IngestWorker(
+        _settings(b.port, mqtt_tls_ca=str(cert)), sessions, client_id="tls", sweep=False
+    )
+    bad = IngestWorker(
+        _settings(b.port, mqtt_tls_ca=str(other)), sessions, client_id="x", sweep=False
+    )
+    tasks = [asyncio.create_task(w.run(stop)) for w in (ok, bad)]
+    try:
+        await asyncio.wait_for(ok.subscribed.wait(), WAIT_S)
+        # a broker whose certificate the configured CA did not sign is not trusted
+        await until(lambda: bad.stats.last_error != "", "the untrusted broker refused", WAIT_S)
+        assert not bad.subscribed.is_set()
+        assert "certificate verify failed" in bad.stats.last_error, bad.stats.last_error
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+        b.stop()
