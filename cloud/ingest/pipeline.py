@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from emberlink.protocol import codes, messages, topics, wire
+from emberlink.protocol import codes, mac, messages, topics, wire
 from emberlink.protocol.errors import MAC_MALFORMED, MacError, ProtocolError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -263,13 +263,21 @@ class Ingestor:
         key was issued to (over TLS, against a one-time token bound to its serial), so it is
         authentic and stored. Ingest does not confirm the rotation itself: that stays the
         gateway's proof of its new broker password (``provision.claims.confirm``)."""
+        fresh: GatewayInfo | None = None
+        if info.mac_key is None and mac.is_mac0(payload):
+            # Sealed, but our entry has no key to check it with: the gateway may have been
+            # given one since (a claim). A stale entry must not let a MAC through unchecked.
+            fresh = self.gateways.reload(gw)
+            if fresh is not None:
+                info = fresh
         try:
             return wire.open_batch(payload, key=info.mac_key, require_mac=info.mac_key is not None)
         except MacError as e:
             if e.reason == MAC_MALFORMED:
                 raise
             first = e
-        fresh = self.gateways.reload(gw)
+        if fresh is None:
+            fresh = self.gateways.reload(gw)
         if fresh is None:
             raise first
         tried = {info.mac_key}

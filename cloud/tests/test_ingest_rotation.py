@@ -117,3 +117,27 @@ def test_a_revoked_key_does_not_verify(sessions: sessionmaker[Session]) -> None:
     res = ing.flush()
     assert (res.stored, res.quarantined) == (0, 2)
     assert [r[1] for r in _quarantine(sessions)] == ["MAC does not verify", "MAC required"]
+
+
+def test_a_sealed_batch_is_checked_against_a_key_set_after_the_cache_was_filled(
+    sessions: sessionmaker[Session],
+) -> None:
+    # The cache says the gateway has no key (a bare batch was fine), then it is given one: a
+    # sealed batch is verified against the new key, never taken unchecked on the stale entry.
+    with sessions() as s, s.begin():
+        make_gateway(s, GW)
+    ing = Ingestor(sessions, registry_ttl_s=3600)
+    assert ing.accept(EV, wire.seal(batch(GW, 1, 1))) is None
+    _credential(sessions, NEW_KEY, confirmed=True)
+    forged = wire.seal(batch(GW, 2, 1), key=WRONG_KEY)
+    assert ing.accept(EV, forged) == "MAC does not verify"
+    assert ing.accept(EV, wire.seal(batch(GW, 2, 1), key=NEW_KEY)) is None
+    assert ing.accept(EV, wire.seal(batch(GW, 3, 1))) == "MAC required"  # bare: no longer
+    res = ing.flush()
+    assert (res.stored, res.quarantined) == (2, 2)
+    assert _stored(sessions) == [1, 2]
+    bare = wire.seal(batch(GW, 3, 1))
+    assert _quarantine(sessions) == [
+        (GW, "MAC does not verify", forged),
+        (GW, "MAC required", bare),
+    ]
