@@ -570,7 +570,64 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/reports/annual?unit_id={unit_a}&year=2026", None, ALL, 200),
     ("GET", "/reports/overdue", None, ("admin", "operator", "contractor", "auditor"), 200),
     ("GET", "/reports/compliance", None, OVERSEE, 200),
+    # Routes that need a record in a given state first (prepared per role in the test below):
+    ("POST", "/firms/{firm}/users", "member", MANAGE, 201),
+    ("POST", "/contracts", "contract", MANAGE, 201),
+    ("DELETE", "/visits/{visit}/items/{item}", None, WRITE, 200),
+    ("POST", "/defects/{defect}/close", "close_defect", WRITE, 200),
+    ("POST", "/visits/{visit}/attachments?name=a.txt", b"scan", WRITE, 201),
+    ("POST", "/blobs", b"evidence", WRITE, 201),
+    ("POST", "/visits/{visit}/sign", "sign", WRITE, 200),
+    ("POST", "/visits/{visit}/corrections", "correct", WRITE, 201),
 ]
+
+
+def _prepare(
+    client: TestClient, world: World, m: Maint, role: str, path: str, body: Any, visit: int
+) -> tuple[dict[str, int], Any]:
+    """The ids a route's path needs and its body, made for this role's attempt: a fresh item,
+    defect, contractor user, closed or signed visit (made as the contractor or admin)."""
+    h, admin = world.auth("contractor"), world.auth("admin")
+    ids = {"firm": m.firm, "unit_a": world.unit_a, "visit": visit}
+    if "{item}" in path:
+        items = _item(client, world, visit, code="FA-M-BAT", result="pass").json()["items"]
+        ids["item"] = items[-1]["id"]
+    if "{defect}" in path:
+        d = {"severity": "minor", "description": "d"}
+        ids["defect"] = client.post(P + f"/visits/{visit}/defects", headers=h, json=d).json()["id"]
+    if body == "visit":
+        body = {
+            "contract_id": m.contract,
+            "kind": "patrol",
+            "crew": [{"technician_id": m.lead, "role": "lead"}],
+        }
+    elif isinstance(body, dict) and "cert_no" in body:
+        body = {**body, "name": f"{body['name']} {role}"}
+    elif body == "member":
+        user = {"name": f"member {role}", "role": "contractor", "unit_ids": [world.unit_a]}
+        r = client.post("/api/v1/users", headers=admin, json=user)
+        assert r.status_code == 201, r.text
+        body = {"user_id": r.json()["id"]}
+    elif body == "contract":
+        now = now_ms()
+        body = {
+            "firm_id": m.firm,
+            "unit_id": world.unit_b,
+            "starts_ms": now,
+            "ends_ms": now + 300 * DAY,
+            "systems": ["fire_alarm"],
+            "in_service_ms": now - DAY,
+        }
+    elif body == "close_defect":
+        sha = client.post(P + "/blobs", headers=h, content=f"fixed {role}".encode()).json()
+        body = {"rectification": "replaced", "evidence_sha256": sha["sha256"]}
+    elif body in ("sign", "correct"):
+        assert client.post(P + f"/visits/{visit}/close", headers=h).status_code == 200
+        sign = {"lead_technician_id": m.lead, "manager": {"name": "M", "method": "pin"}}
+        if body == "correct":
+            assert _sign(client, world, visit, m.lead).status_code == 200
+        body = sign if body == "sign" else {"reason": "typo"}
+    return ids, body
 
 
 @pytest.mark.parametrize(
@@ -588,17 +645,10 @@ def test_every_role_against_route(
     m = _setup(client, world)
     for role in ROLES:
         visit = _open(client, world, m)["id"]  # a fresh one: closing twice would be a 409
-        b = body
-        if b == "visit":
-            b = {
-                "contract_id": m.contract,
-                "kind": "patrol",
-                "crew": [{"technician_id": m.lead, "role": "lead"}],
-            }
-        elif isinstance(b, dict) and "cert_no" in b:
-            b = {**b, "name": f"{b['name']} {role}"}
-        url = P + path.format(firm=m.firm, unit_a=world.unit_a, visit=visit)
-        r = client.request(method, url, headers=world.auth(role), json=b)
+        ids, b = _prepare(client, world, m, role, path, body, visit)
+        url = P + path.format(**ids)
+        kw: dict[str, Any] = {"content": b} if isinstance(b, bytes) else {"json": b}
+        r = client.request(method, url, headers=world.auth(role), **kw)
         if role in allowed:
             assert r.status_code == ok, (role, r.text)
         else:
@@ -608,7 +658,7 @@ def test_every_role_against_route(
 
 @pytest.mark.parametrize(("method", "path"), [(m, p) for m, p, *_ in ROUTES])
 def test_route_without_token_is_401(client: TestClient, method: str, path: str) -> None:
-    url = P + path.format(firm=1, unit_a=1, visit=1)
+    url = P + path.format(firm=1, unit_a=1, visit=1, item=1, defect=1)
     r = client.request(method, url)
     assert (r.status_code, r.json()) == (401, {"detail": "Not authenticated"})
 
