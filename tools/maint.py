@@ -14,9 +14,12 @@ variables ``EMBERLINK_URL``/``EMBERLINK_TOKEN``). ``--json`` prints the API's JS
     emberlink maint correct VISIT --reason "..."
     emberlink maint report UNIT (--month YYYY-MM | --year YYYY) [--format csv|pdf] [-o FILE]
     emberlink maint overdue [--on YYYY-MM-DD]
+    emberlink maint purge --before YYYY-MM-DD   (admin; records whose retention is over)
 
 Exit codes: 0 done; 1 the server refused or could not be reached (the reason on stderr); 2 bad
-usage or input the server rejected as invalid (400/422).
+usage or input the server rejected as invalid (400/422). ``purge`` deletes, one by one through
+the API, every record whose retention date is over and before the given day, and lists them;
+it exits 1 if any of them was refused (the others are still purged).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 import mimetypes
 import os
 import sys
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +115,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", type=Path)
     s = sub.add_parser("overdue", help="requirements past due, per firm")
     s.add_argument("--on")
+    s = sub.add_parser("purge", help="delete the records whose retention is over (admin)")
+    s.add_argument("--before", type=_date, required=True, help="retained until before this day")
     return p
+
+
+def _date(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _call(client: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -243,6 +255,8 @@ def run(args: argparse.Namespace, client: httpx.Client) -> int:
         else:
             sys.stdout.write(r.text)
         return 0
+    elif c == "purge":
+        return _purge(args, client)
     else:  # overdue
         params = {"on": args.on} if args.on else {}
         out = _call(client, "GET", "/reports/overdue", params=params).json()
@@ -259,6 +273,37 @@ def run(args: argparse.Namespace, client: httpx.Client) -> int:
     else:
         _print_visit(out)
     return 0
+
+
+def _purge(args: argparse.Namespace, client: httpx.Client) -> int:
+    """Purge each expired record through ``DELETE /maint/visits/{id}``; a refusal of one (e.g.
+    a correction started since the listing) does not stop the others."""
+    expired = _call(client, "GET", "/expired", params={"before": args.before}).json()
+    purged, refused = [], []
+    for rec in expired:
+        try:
+            _call(client, "DELETE", f"/visits/{rec['visit_id']}")
+        except _Failed as e:
+            if e.code == 1 and str(e).startswith("cannot reach"):
+                raise
+            refused.append({**rec, "reason": str(e)})
+            continue
+        purged.append(rec)
+    if args.json:
+        print(json.dumps({"purged": purged, "refused": refused}, indent=2))
+    else:
+        for rec in purged:
+            print(
+                f"purged visit {rec['visit_id']} ({rec['revisions']} revision(s), {rec['kind']},"
+                f" unit {rec['unit_id']}, retained until {_t(rec['retention_until_ms'])[:10]})"
+            )
+        if not expired:
+            print(f"nothing to purge (no record's retention ended before {args.before})")
+    for rec in refused:
+        print(
+            f"emberlink maint: visit {rec['visit_id']} not purged: {rec['reason']}", file=sys.stderr
+        )
+    return 1 if refused else 0
 
 
 def main(argv: list[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:

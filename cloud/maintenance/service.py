@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from emberlink.protocol import codes
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.orm import Session
 
 from .. import models, schemas
@@ -974,6 +974,38 @@ def _visit_problem(
     if v.retention_until_ms < end + RETENTION_YEARS[v.kind] * YEAR_MS:
         return "retention date earlier than the retention rule"
     return None
+
+
+def expired_records(*, session: Session, before_ms: int) -> list[dict[str, Any]]:
+    """Records whose retention period is over: every revision signed and the latest retention
+    date of them before ``before_ms`` and before now (what ``purge_visit`` would accept), oldest
+    retention first. One entry per record (its root visit)."""
+    V = models.MaintVisit
+    cutoff = min(before_ms, models_now())
+    unsigned = func.sum(case((V.signed_ms.is_(None), 1), else_=0))
+    keep = func.max(V.retention_until_ms)
+    q = (
+        select(
+            V.root_id,
+            func.count(V.id),
+            func.max(V.kind),
+            func.min(V.unit_id),
+            keep,
+        )
+        .group_by(V.root_id)
+        .having(unsigned == 0, keep < cutoff)
+        .order_by(keep, V.root_id)
+    )
+    return [
+        {
+            "visit_id": root,
+            "revisions": n,
+            "kind": kind,
+            "unit_id": unit,
+            "retention_until_ms": until,
+        }
+        for root, n, kind, unit, until in session.execute(q)
+    ]
 
 
 def purge_visit(*, session: Session, visit: models.MaintVisit, actor: str) -> int:

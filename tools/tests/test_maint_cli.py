@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -20,6 +21,8 @@ from emberlink.cloud.ingest.pipeline import Ingestor, now_ms
 from emberlink.cloud.main import create_app
 from emberlink.protocol import codes, messages, topics, wire
 from emberlink.tools import cli, maint
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 DAY = 86_400_000
 SRC = (1 << 24) | (3 << 16) | 12  # detector 1-3-12
@@ -216,3 +219,76 @@ def test_usage_and_connection_errors(
     assert rc == 1 and "cannot reach" in capsys.readouterr().err
     assert cli.main(["--help"]) == 0
     assert "maint" in capsys.readouterr().out
+
+
+def _signed_patrol(site: Site) -> int:
+    h = {"Authorization": f"Bearer {site.contractor}"}
+    with httpx.Client(base_url=site.url + "/api/v1/maint", headers=h) as c:
+        body = {
+            "contract_id": site.contract,
+            "kind": "patrol",
+            "crew": [{"technician_id": site.lead, "role": "lead"}],
+        }
+        visit = int(c.post("/visits", json=body).json()["id"])
+        assert c.post(f"/visits/{visit}/items", json={"code": "FA-M-BAT", "result": "pass"})
+        assert c.post(f"/visits/{visit}/close").status_code == 200
+        sign = {"lead_technician_id": site.lead, "manager": {"name": "W", "method": "pin"}}
+        assert c.post(f"/visits/{visit}/sign", json=sign).status_code == 200
+    return visit
+
+
+def test_purge_the_records_whose_retention_is_over(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, recent = _signed_patrol(site), _signed_patrol(site)
+    # Two years pass for the first one: its retention date (a year for a patrol) moves into the
+    # past. The immutability trigger is out of the way only inside this transaction.
+    sessions = cast("sessionmaker[Session]", site.sessions)
+    with sessions() as s, s.begin():
+        q = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'maint_visits_signed'"
+        trigger = s.execute(text(q)).scalar_one()
+        s.execute(text("DROP TRIGGER maint_visits_signed"))
+        s.execute(
+            text(
+                "UPDATE maint_visits SET retention_until_ms = retention_until_ms - :d WHERE id = :v"
+            ),
+            {"d": 730 * DAY, "v": old},
+        )
+        s.execute(text(trigger))
+        until = s.execute(
+            text("SELECT retention_until_ms FROM maint_visits WHERE id = :v"), {"v": old}
+        ).scalar_one()
+    admin = ["--url", site.url, "--token", site.admin]
+
+    rc, _, err = _run(site, capsys, "purge", "--before", "2199-12-31")
+    assert (rc, err) == (1, "emberlink maint: 403: Not enough permissions\n")
+    assert maint.main([*admin, "purge", "--before", "2026-02-30"]) == 2
+    assert "not a date (YYYY-MM-DD): '2026-02-30'" in capsys.readouterr().err
+    assert maint.main([*admin, "purge"]) == 2
+    assert "--before" in capsys.readouterr().err
+
+    assert maint.main([*admin, "--json", "purge", "--before", "2199-12-31"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "purged": [
+            {
+                "visit_id": old,
+                "revisions": 1,
+                "kind": "patrol",
+                "unit_id": site.unit,
+                "retention_until_ms": until,
+            }
+        ],
+        "refused": [],
+    }
+    assert maint.main([*admin, "purge", "--before", "2199-12-31"]) == 0
+    assert capsys.readouterr().out == (
+        "nothing to purge (no record's retention ended before 2199-12-31)\n"
+    )
+    # Gone through the API (audited), the recent one kept.
+    rc, _, err = _run(site, capsys, "show", str(old))
+    assert (rc, err) == (1, "emberlink maint: 404: Visit not found\n")
+    assert _run(site, capsys, "show", str(recent))[0] == 0
+    h = {"Authorization": f"Bearer {site.admin}"}
+    audit = httpx.get(site.url + "/api/v1/maint/audit?entity=visit", headers=h).json()["data"]
+    assert [a["entity_id"] for a in audit if a["action"] == "purge"] == [old]

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -477,6 +478,28 @@ def correct_visit(
     v = _writable_visit(session, user, visit_id)
     new = _do(service.correct_visit, session=session, visit=v, reason=body.reason, actor=user.name)
     return service.visit_public(session=session, visit=new)
+
+
+class ExpiredRecord(BaseModel):
+    """A record whose retention period is over (``DELETE /maint/visits/{visit_id}`` purges it)."""
+
+    visit_id: int  # the record's first revision
+    revisions: int
+    kind: str
+    unit_id: int
+    retention_until_ms: int
+
+
+@router.get("/expired", response_model=list[ExpiredRecord])
+def read_expired(
+    session: SessionDep,
+    _: Annotated[Principal, Depends(require("admin"))],
+    before: Annotated[str, Query(max_length=10, description="YYYY-MM-DD")],
+) -> list[dict[str, Any]]:
+    """Records that may be purged: every revision signed and retained until before ``before``
+    (local date) and before now. Oldest retention date first."""
+    before_ms = service.day_start_ms(_day(before))
+    return service.expired_records(session=session, before_ms=before_ms)
 
 
 @router.delete("/visits/{visit_id}", response_model=schemas.Message)

@@ -566,6 +566,7 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/audit", None, OVERSEE, 200),
     ("GET", "/verify", None, OVERSEE, 200),
     ("DELETE", "/visits/{visit}", None, ("admin",), 409),  # unsigned: nothing expires
+    ("GET", "/expired?before=2026-01-01", None, ("admin",), 200),
     ("GET", "/reports/monthly?unit_id={unit_a}&month=2026-01", None, ALL, 200),
     ("GET", "/reports/annual?unit_id={unit_a}&year=2026", None, ALL, 200),
     ("GET", "/reports/overdue", None, ("admin", "operator", "contractor", "auditor"), 200),

@@ -5,8 +5,11 @@ transaction that says so (the tests' wipe)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from emberlink.cloud import models
+from emberlink.cloud.maintenance import service
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -113,3 +116,44 @@ def test_the_purge_after_retention_passes_the_guard(
         assert s.scalars(select(models.MaintGuard.enforce)).all() == [1]  # never switched off
         assert s.get(V, vid) is None and _count(s, I, vid) == 0 and _count(s, D, vid) == 0
         assert s.scalar(select(func.count()).select_from(AU).where(AU.action == "purge")) == 1
+
+
+def test_expired_records_are_listed_for_purging(
+    client: TestClient, sessions: sessionmaker[Session], world: World
+) -> None:
+    m = _setup(client, world)
+    admin, h = world.auth("admin"), world.auth("contractor")
+    monthly = _signed_visit(client, world, m)
+    patrol = _open(client, world, m, kind="patrol")["id"]
+    assert _item(client, world, patrol, code="FA-M-BAT", result="pass").status_code == 201
+    assert client.post(P + f"/visits/{patrol}/close", headers=h).status_code == 200
+    sign = {"lead_technician_id": m.lead, "manager": {"name": "M", "method": "pin"}}
+    assert client.post(P + f"/visits/{patrol}/sign", headers=h, json=sign).status_code == 200
+    _open(client, world, m)  # unsigned: never expires
+    assert client.get(P + "/expired?before=2199-12-31", headers=admin).json() == []
+
+    backdate(sessions, [patrol, monthly], 2 * YEAR)  # the patrol's year is over, not the check's
+    with sessions() as s:
+        until = s.get(V, patrol).retention_until_ms  # type: ignore[union-attr]
+    day_after = service.local_date(until) + timedelta(days=1)
+    r = client.get(P + f"/expired?before={day_after}", headers=admin)
+    assert (r.status_code, r.json()) == (
+        200,
+        [
+            {
+                "visit_id": patrol,
+                "revisions": 1,
+                "kind": "patrol",
+                "unit_id": world.unit_a,
+                "retention_until_ms": until,
+            }
+        ],
+    )
+    r = client.get(P + f"/expired?before={service.local_date(until)}", headers=admin)
+    assert r.json() == []  # retained until that very day: not before it
+    r = client.get(P + "/expired?before=2026-13-01", headers=admin)
+    assert (r.status_code, r.json()) == (422, {"detail": "Invalid date (YYYY-MM-DD)"})
+    r = client.get(P + "/expired?before=2199-12-31", headers=world.auth("operator"))
+    assert (r.status_code, r.json()) == (403, {"detail": "Not enough permissions"})
+    assert client.delete(P + f"/visits/{patrol}", headers=admin).status_code == 200
+    assert client.get(P + "/expired?before=2199-12-31", headers=admin).json() == []

@@ -42,6 +42,12 @@ def test_days_never_500(app: FastAPI, world: World, path: str, on: str) -> None:
 
 
 @fuzz
+@given(before=day)
+def test_expired_never_500(app: FastAPI, world: World, before: str) -> None:
+    _ask(app, world, "GET", "/expired", params={"before": before})
+
+
+@fuzz
 @given(
     month=st.one_of(text, st.sampled_from(["9999-12", "2199-12", "1970-01"])),
     year=st.one_of(number, st.sampled_from([1970, 2199, 9999])),
