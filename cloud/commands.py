@@ -25,7 +25,7 @@ from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
 from . import models, schemas
-from .core.config import Settings
+from .core.config import Settings, mqtt_client_options
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ async def publish(settings: Settings, commands: list[messages.Command]) -> None:
                 identifier=ident,
                 clean_session=True,
                 timeout=timeout,
+                **mqtt_client_options(settings),
             ) as client:
                 for cmd in commands:
                     await client.publish(

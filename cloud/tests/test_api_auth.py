@@ -57,7 +57,7 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/alarms", None, ALL, 200),
     ("GET", "/alarms/{alarm}", None, ALL, 200),
     ("POST", "/alarms/{alarm}/ack", {}, ACT, 200),
-    ("POST", "/alarms/{alarm}/clear", {}, ACT, 200),
+    ("POST", "/alarms/{alarm}/clear", {"force": True, "comment": "role test"}, ACT, 200),
     ("POST", "/alarms/{alarm}/comments", {"text": "on site"}, ACT, 201),
     ("GET", "/alarms/{alarm}/comments", None, ALL, 200),
     ("GET", "/users/me", None, ALL, 200),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from emberlink.cloud import models
+from emberlink.cloud import commands, models
 from emberlink.cloud.core.config import Settings
 from emberlink.cloud.ingest.worker import IngestWorker
-from emberlink.protocol import messages, topics, wire
+from emberlink.protocol import cbor, messages, topics, wire
 from emberlink.tools.testbroker import Broker
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -41,6 +41,7 @@ def locked_broker(tmp_path: Path) -> Iterator[Broker]:
     acl.write_text(
         "user ingest\ntopic readwrite el/v1/#\n\n"
         f"user gw-{GW}\ntopic write el/v1/{GW}/ev\ntopic read el/v1/{GW}/ack\n"
+        f"topic read el/v1/{GW}/cmd\n"
     )
     b = Broker(tmp_path, f"allow_anonymous false\npassword_file {pw}\nacl_file {acl}\n").start()
     yield b
@@ -115,6 +116,24 @@ async def test_a_refused_login_is_logged_with_the_reason_and_retried(
     assert "EMBERLINK_MQTT_PASSWORD" in errors[0]
     stop.set()
     await asyncio.wait_for(task, WAIT_S)  # and stops promptly while waiting to retry
+
+
+async def test_operator_commands_are_published_with_the_service_login(
+    locked_broker: Broker,
+) -> None:
+    """The API's short-lived command connection logs in as the cloud does (commands.publish)."""
+    port = locked_broker.port
+    cmd = messages.Command(GW, 7, messages.OP_REBIRTH)
+    user, password = GATEWAY
+    async with aiomqtt.Client("127.0.0.1", port, username=user, password=password) as gw:
+        await gw.subscribe(topics.topic(GW, topics.COMMAND), qos=1)
+        await commands.publish(_settings(port, mqtt_username=SERVICE[0], mqtt_password=SERVICE[1]),
+                               [cmd])  # fmt: skip
+        async with asyncio.timeout(WAIT_S):
+            msg = await anext(aiter(gw.messages))
+        assert messages.command_from_map(cbor.loads(bytes(msg.payload))).id == 7  # type: ignore[arg-type]
+    with pytest.raises(commands.PublishError, match=r"(?i)not authori[sz]ed|bad user"):
+        await commands.publish(_settings(port), [cmd])  # anonymous: refused with the reason
 
 
 def test_login_settings_are_checked_at_start(tmp_path: Path) -> None:
