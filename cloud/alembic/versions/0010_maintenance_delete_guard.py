@@ -101,9 +101,20 @@ BEGIN
   END IF;
   RETURN OLD;
 END $$;
+-- TRUNCATE skips row triggers: refused outright on these tables while the guard is on.
+CREATE FUNCTION maint_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF maint_guard_on() THEN
+    RAISE EXCEPTION '{MESSAGE}: TRUNCATE of %', TG_TABLE_NAME
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  RETURN NULL;
+END $$;
 """ + "".join(
     f"CREATE TRIGGER {name} BEFORE DELETE ON {table}\n"
     "  FOR EACH ROW EXECUTE FUNCTION maint_refuse_delete();\n"
+    f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}\n"
+    "  FOR EACH STATEMENT EXECUTE FUNCTION maint_refuse_truncate();\n"
     for name, table in TRIGGER_TABLES.items()
 )
 
@@ -127,6 +138,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS maint_refuse_truncate() CASCADE")
         op.execute("DROP FUNCTION IF EXISTS maint_refuse_delete() CASCADE")
         op.execute("DROP FUNCTION IF EXISTS maint_retained(integer)")
         op.execute("DROP FUNCTION IF EXISTS maint_guard_on()")

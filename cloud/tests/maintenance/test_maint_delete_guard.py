@@ -52,6 +52,22 @@ def test_the_database_refuses_deleting_retained_records(
             s.execute(text(sql))
     with sessions() as s:
         assert _count(s, I, vid) == 3 and _count(s, D, vid) == 1 and s.get(V, vid) is not None
+        pg = s.get_bind().dialect.name == "postgresql"
+    # PostgreSQL's TRUNCATE skips row triggers: refused outright (SQLite has no TRUNCATE).
+    for table in (
+        (
+            "maint_visits",
+            "maint_visit_items",
+            "maint_attachments",
+            "maint_defects",
+            "maint_audit",
+            "maint_blobs",
+        )
+        if pg
+        else ()
+    ):
+        with sessions() as s, pytest.raises(IntegrityError, match=RETAINED + "TRUNCATE of maint_"):
+            s.execute(text(f"TRUNCATE {table} CASCADE"))
 
     # Not a blanket refusal: an unsigned revision's items may go (the API's own rule still
     # applies there).
