@@ -20,7 +20,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from emberlink.protocol import codes, messages
+from emberlink.protocol import codes, messages, release
 from emberlink.protocol.messages import Event
 
 from . import health
@@ -219,7 +219,7 @@ class Gateway:
             "outbox_telemetry_oldest_s": st["telemetry"][1],
             "clock_synced": int(self.clock.synced),
             "outbox_dropped": self.outbox.dropped,
-            "sw_version": codes.version_code(self.version),
+            "sw_version": release.version_code(self.version),
         }
 
     def heartbeat(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from emberlink.edge import cli, config
-from emberlink.protocol import codes
+from emberlink.protocol import codes, release
 from emberlink.protocol.messages import Event
 from emberlink.tools.simulator import Site
 
@@ -386,8 +386,8 @@ async def test_heartbeat_carries_the_health_fields(tmp_path: Path) -> None:
     assert per_dev[alive.src] == {2: alive.polls_ok, 3: 0, 7: 0}
     assert per_dev[silent.src][3] >= 1 and per_dev[silent.src][7] == 1
     # the software version: in every heartbeat (as a number), in every birth and in health.json
-    assert h["sw_version"] == codes.version_code(gw.version) > 0
-    assert codes.version_text(h["sw_version"]) == gw.version.split("+")[0]
+    assert h["sw_version"] == release.version_code(gw.version) > 0
+    assert release.version_text(h["sw_version"]) == gw.version.split("+")[0]
     assert gw.birth_info()[0] == gw.version
     status = json.loads((cfg.outbox.path.parent / "health.json").read_text())
     assert status["version"] == gw.version and status["devices"]["tcp-2"]["health"] == "down"
