@@ -2,7 +2,7 @@
 
 Systematic: ``test_every_route_has_a_role_rule`` enumerates every operation of the app (its
 OpenAPI document; no route is excluded from it), so a route added without a row in a role table
-(``ROUTES`` or ``MAINT_EXTRA`` here, ``ROUTES`` of ``maintenance/test_maint_api.py``) or in
+(``ROUTES`` here, ``ROUTES`` of ``maintenance/test_maint_api.py``, with exact statuses) or in
 ``PUBLIC`` fails. Every row of ``ROUTES`` is tried with each role, without a token and, where a
 contractor may use it on a gateway, alarm or device, on the other unit's.
 """
@@ -79,22 +79,6 @@ ROUTES: list[tuple[str, str, Any, tuple[str, ...], int]] = [
     ("GET", "/provision/audit", None, OVERSEE, ANY_BUT_DENIED),
 ]
 
-# Maintenance routes that the maintenance matrix (maintenance/test_maint_api.py ROUTES) does not
-# try: each role against them here, on made-up ids (a role that may write gets past the role
-# check to a 404/409/422; the others get 403). (method, path, body, roles allowed)
-MANAGE = ("admin", "operator")
-WRITE = ("admin", "contractor")
-MAINT_EXTRA: list[tuple[str, str, Any, tuple[str, ...]]] = [
-    ("POST", "/maint/firms/1/users", {"user_id": 1}, MANAGE),
-    ("POST", "/maint/contracts", {}, MANAGE),
-    ("DELETE", "/maint/visits/1/items/1", None, WRITE),
-    ("POST", "/maint/defects/1/close", {}, WRITE),
-    ("POST", "/maint/visits/1/attachments?name=a.txt", b"x", WRITE),
-    ("POST", "/maint/blobs", b"x", WRITE),
-    ("POST", "/maint/visits/1/sign", {}, WRITE),
-    ("POST", "/maint/visits/1/corrections", {}, WRITE),
-]
-
 # Routes without a user role, authenticated by what a gateway holds: (method, path, why).
 # The last element: a request with a made-up credential, which must be refused with 401.
 PUBLIC: list[tuple[str, str, str, dict[str, Any]]] = [
@@ -136,7 +120,6 @@ def test_every_route_has_a_role_rule(app: FastAPI) -> None:
     """A route nobody wrote a role rule for fails here, and so does a rule without a route."""
     rules = [(m, _concrete("", p)) for m, p, *_ in ROUTES]
     rules += [(m, _concrete("/maint", p)) for m, p, *_ in MAINT_ROUTES]
-    rules += [(m, _concrete("", p)) for m, p, *_ in MAINT_EXTRA]
     rules += [(m, _concrete("", p)) for m, p, *_ in PUBLIC]
     ops = _operations(app)
     assert len(ops) > 50
@@ -320,26 +303,3 @@ def test_contractor_sees_only_its_units(
     # The operator sees both units.
     assert client.get(P + "/fleet", headers=world.auth("operator")).json()["gateways"] == 2
     assert ids["alarm"] != alarm_b
-
-
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize(
-    ("method", "path", "body", "allowed"), MAINT_EXTRA, ids=[f"{m} {p}" for m, p, *_ in MAINT_EXTRA]
-)
-def test_role_against_maintenance_route(
-    client: TestClient,
-    world: World,
-    role: str,
-    method: str,
-    path: str,
-    body: Any,
-    allowed: tuple[str, ...],
-) -> None:
-    kw: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
-    r = client.request(method, P + path, headers=world.auth(role), **kw)
-    if role in allowed:
-        assert r.status_code not in (401, 403) and r.status_code < 500, r.text
-    else:
-        assert (r.status_code, r.json()) == (403, {"detail": "Not enough permissions"})
-    r = client.request(method, P + path, **kw)
-    assert (r.status_code, r.json()) == (401, {"detail": "Not authenticated"})
