@@ -255,10 +255,11 @@ class Outbox:
         self._sent_before = max(self._sent_before, hi)
         self._cursor = {ALARM_LANE: (0, 0), BULK_LANE: (0, 0)}
 
-    def resend_from(self, boot: int, seq: int) -> None:
-        """Queue again every stored record of ``boot`` from ``seq`` on (the cloud asks)."""
+    def resend_from(self, boot: int, seq: int, lanes: tuple[int, ...] | None = None) -> None:
+        """Queue again every stored record of ``boot`` from ``seq`` on (the cloud asks), in
+        ``lanes`` only when given (a late alarm batch does not replay the telemetry)."""
         self._sent_before = max(self._sent_before, max(self._cursor.values()))
-        for lane in self._cursor:
+        for lane in self._cursor if lanes is None else lanes:
             self._cursor[lane] = min(self._cursor[lane], (boot, max(seq - 1, 0)))
 
     def acknowledge(self, pending: Pending) -> int:

@@ -8,7 +8,8 @@ Session rules (protocol/topics.py):
   retained state is always the latest birth or death.
 * Batches go to ``el/v1/<gw>/ev``. A record is deleted after the broker's PUBACK, or, with
   ``cloud_ack``, after the cloud's Ack (``el/v1/<gw>/ack``) covers it; unacked batches are sent
-  again after ``cloud_ack_timeout_s``.
+  again after ``cloud_ack_timeout_s``, alarm-lane batches after ``cloud_ack_alarm_timeout_s``
+  (2 s), and only the late lane is sent again.
 * Every publish has a PUBACK deadline (``puback_timeout_s``). The health heartbeat goes through
   the outbox every ``heartbeat_s``, so a link that dies silently (aiomqtt does not always notice:
   issues #326, #381) misses a deadline within heartbeat + deadline and is torn down.
@@ -274,19 +275,34 @@ class Uplink:
         else:
             self.outbox.acknowledge(p)
 
+    def _cloud_ack_limit_s(self, lane: int) -> float:
+        if lane == ALARM_LANE:
+            return min(self.cfg.cloud_ack_alarm_timeout_s, self.cfg.cloud_ack_timeout_s)
+        return self.cfg.cloud_ack_timeout_s
+
     async def _cloud_ack_watch(self) -> None:
+        tick = min(5.0, self._cloud_ack_limit_s(ALARM_LANE) / 4, self.cfg.cloud_ack_timeout_s / 2)
         while True:
-            await asyncio.sleep(min(5.0, self.cfg.cloud_ack_timeout_s / 2))
-            now = time.monotonic()
-            late = [k for k, (_, t) in self._awaiting_cloud.items()
-                    if now - t > self.cfg.cloud_ack_timeout_s]  # fmt: skip
-            if late:
-                log.warning("no cloud ack for %d batches: sending them again", len(late))
-                first = min(self._awaiting_cloud[k][0].keys[0] for k in late)
-                for k in late:
-                    del self._awaiting_cloud[k]
-                self.outbox.resend_from(*first)
-                self.wake()
+            await asyncio.sleep(tick)
+            self.resend_late(time.monotonic())
+
+    def resend_late(self, now: float) -> list[int]:
+        """Queue again, per lane, what the cloud has not acked in that lane's time limit; the
+        lanes sent again."""
+        late: dict[int, list[tuple[int, int]]] = {}
+        for k, (p, t) in self._awaiting_cloud.items():
+            if now - t > self._cloud_ack_limit_s(p.lane):
+                late.setdefault(p.lane, []).append(k)
+        for lane, keys in sorted(late.items()):
+            log.warning("no cloud ack for %d %s batches: sending them again", len(keys),
+                        "alarm" if lane == ALARM_LANE else "bulk")  # fmt: skip
+            first = min(self._awaiting_cloud[k][0].keys[0] for k in keys)
+            for k in keys:
+                del self._awaiting_cloud[k]
+            self.outbox.resend_from(*first, lanes=(lane,))
+        if late:
+            self.wake()
+        return sorted(late)
 
     # --- receiving -------------------------------------------------------------------------------
     async def _receive(self, client: aiomqtt.Client) -> None:

@@ -189,6 +189,37 @@ async def test_cloud_ack_mode_keeps_records_until_the_ack(tmp_path: Path, broker
     ob.close()
 
 
+async def test_unacked_alarm_batches_are_sent_again_sooner_and_alone(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """With nobody acking (the broker dropped them: no ingest subscribed), the alarm lane is sent
+    again after cloud_ack_alarm_timeout_s while the telemetry waits for cloud_ack_timeout_s."""
+    up, ob = make_uplink(tmp_path, broker.port, cloud_ack=True, cloud_ack_timeout_s=30,
+                         cloud_ack_alarm_timeout_s=0.6)  # fmt: skip
+    async with (
+        collector(broker.port) as c,
+        running(up),
+        aiomqtt.Client("127.0.0.1", broker.port) as cloud,
+    ):
+        tel = ob.append_many([(sample(i), 1_700_000_000_000) for i in range(5)])
+        a = ob.append(alarm(), 1_700_000_000_500)
+        up.wake()
+        await wait_for(lambda: sum(s == a for _, s, _, _ in c.events()) >= 3, 10)
+        sent = [(s, f) for _, s, _, f in c.events()]
+        again = [f for s, f in sent if s == a][1:]
+        assert again and all(f & codes.BF_REPLAYED for f in again)
+        assert all(sum(s == t for s, _ in sent) == 1 for t in tel), sent  # no telemetry replay
+        # the cloud's ack covers everything: nothing is sent again after it
+        hwm = max(s for _, s in ob.stored_keys())  # the birth is stored too
+        ack = messages.encode_ack(messages.Ack(GW, ob.boot, hwm))
+        await cloud.publish(topics.topic(GW, "ack"), ack, qos=1)
+        await wait_for(lambda: ob.depth() == 0, 10)
+        n = len(c.events())
+        await asyncio.sleep(1.5)
+        assert len(c.events()) == n
+    ob.close()
+
+
 async def test_commands_time_sync_rebirth_unknown(tmp_path: Path, broker: Broker) -> None:
     synced: list[int] = []
     up, ob = make_uplink(tmp_path, broker.port)
