@@ -55,8 +55,10 @@ def _row(info: AsyncServiceInfo) -> dict[str, Any]:
     }
 
 
-async def discover(timeout_s: float, interfaces: list[str] | None = None) -> list[dict[str, Any]]:
-    """Gateways that answer within ``timeout_s``, sorted by serial."""
+def _browse(
+    interfaces: list[str] | None,
+) -> tuple[AsyncZeroconf, AsyncServiceBrowser, list[str]]:
+    """Start browsing for gateways: the names seen so far grow in the returned list."""
     kw: dict[str, Any] = {"ip_version": IPVersion.V4Only}
     if interfaces:
         kw["interfaces"] = interfaces
@@ -70,6 +72,12 @@ async def discover(timeout_s: float, interfaces: list[str] | None = None) -> lis
             names.append(name)
 
     browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    return azc, browser, names
+
+
+async def discover(timeout_s: float, interfaces: list[str] | None = None) -> list[dict[str, Any]]:
+    """Gateways that answer within ``timeout_s``, sorted by serial."""
+    azc, browser, names = _browse(interfaces)
     try:
         await asyncio.sleep(timeout_s)
         rows = []
@@ -90,19 +98,7 @@ async def find(
     A loopback address is looked for on the loopback interface unless ``interfaces`` says."""
     if interfaces is None and host.startswith("127."):
         interfaces = [host]
-    kw: dict[str, Any] = {"ip_version": IPVersion.V4Only}
-    if interfaces:
-        kw["interfaces"] = interfaces
-    azc = AsyncZeroconf(**kw)
-    names: list[str] = []
-
-    def on_change(
-        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-    ) -> None:
-        if state_change is not ServiceStateChange.Removed and name not in names:
-            names.append(name)
-
-    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    azc, browser, names = _browse(interfaces)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     done = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -35,6 +36,20 @@ def get_db(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+@contextmanager
+def write_session(request: Request) -> Iterator[Session]:
+    """A write transaction of its own, for a route that works in the thread pool or between
+    awaits rather than through ``SessionDep``: committed when the block ends, rolled back on
+    any error."""
+    with request.app.state.write_sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 def get_read_db(request: Request) -> Iterator[Session]:

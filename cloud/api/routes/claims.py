@@ -7,8 +7,6 @@ rendered from what was committed, then Mosquitto is signalled to reload them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -19,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ... import crud, models, schemas
 from ...provision import broker, claims
-from ..deps import BearerDep, Principal, ReadSessionDep
+from ..deps import BearerDep, Principal, ReadSessionDep, write_session
 
 router = APIRouter(tags=["provisioning"])
 
@@ -53,17 +51,6 @@ def _principal(session: Session, creds: BearerDep, roles: tuple[str, ...]) -> Pr
     return Principal(user=user, role=user.role, unit_ids=None)
 
 
-@contextmanager
-def _write(request: Request) -> Iterator[Session]:
-    with request.app.state.write_sessions() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-
 def _reload(request: Request) -> None:
     with request.app.state.read_sessions() as session:
         broker.write_and_reload(session, broker_settings(request))
@@ -95,7 +82,7 @@ def issue_claim_token(
     """A one-time claim token for a gateway at a site (shown once, valid <= 10 minutes)."""
     who = _principal(read, creds, PROVISIONERS)
     try:
-        with _write(request) as session:
+        with write_session(request) as session:
             user = session.get(models.User, who.user.id)
             assert user is not None
             row, token = claims.issue_token(session=session, installer=user, claim_in=claim_in)
@@ -111,10 +98,10 @@ def redeem_claim_token(
 ) -> schemas.GatewayCredentialsPublic:
     """The gateway exchanges its claim token for its own credentials (no other auth)."""
     try:
-        with _write(request) as session:
+        with write_session(request) as session:
             issued = claims.redeem(session=session, token=redeem_in.token, serial=redeem_in.serial)
     except claims.ClaimRefused as e:
-        with _write(request) as session:
+        with write_session(request) as session:
             claims.audit(
                 session=session,
                 actor=f"gateway:{redeem_in.serial}",
@@ -149,13 +136,13 @@ def confirm_credentials(
     it comes into force, its MAC key becomes the gateway's, the old login is superseded.
     Idempotent: confirming a login already in force changes nothing."""
     try:
-        with _write(request) as session:
+        with write_session(request) as session:
             gw, changed = claims.confirm(
                 session=session, username=login.username, password=login.password
             )
             gw_id = gw.id
     except claims.ClaimRefused as e:
-        with _write(request) as session:
+        with write_session(request) as session:
             claims.audit(
                 session=session, actor=f"login:{_printable(login.username)}",
                 action="rotate_confirm",
@@ -194,7 +181,7 @@ def rotate_credentials(
     """
     who = _principal(read, creds, PROVISIONERS)
     try:
-        with _write(request) as session:
+        with write_session(request) as session:
             user = session.get(models.User, who.user.id)
             assert user is not None
             row, token = claims.rotate(
@@ -213,7 +200,7 @@ def revoke_credentials(
 ) -> schemas.RevokePublic:
     """Revoke a gateway's broker login (it can be claimed again with a new token)."""
     who = _principal(read, creds, PROVISIONERS)
-    with _write(request) as session:
+    with write_session(request) as session:
         n = claims.revoke(
             session=session, actor=who.name, gateway=_gateway(session, gateway_id), action="revoke"
         )
@@ -227,7 +214,7 @@ def decommission_gateway(
 ) -> schemas.RevokePublic:
     """Take a gateway out of service: its logins and pending claim tokens are revoked."""
     who = _principal(read, creds, ("admin",))
-    with _write(request) as session:
+    with write_session(request) as session:
         n = claims.revoke(
             session=session,
             actor=who.name,

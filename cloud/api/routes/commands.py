@@ -9,13 +9,10 @@ would hold the write lock while the broker is asked.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ... import commands, models, schemas
 from ...ingest.pipeline import now_ms
@@ -30,6 +27,7 @@ from ..deps import (
     decode_cursor,
     encode_cursor,
     get_principal,
+    write_session,
 )
 
 router = APIRouter(tags=["commands"])
@@ -50,14 +48,8 @@ def _commander(read: ReadSessionDep, creds: BearerDep) -> Principal:
 Commander = Annotated[Principal, Depends(_commander)]
 
 
-@contextmanager
-def _write(request: Request) -> Iterator[Session]:
-    with request.app.state.write_sessions() as session, session.begin():
-        yield session
-
-
 def _record(request: Request, gateway_id: int, command_in: Any, who: str) -> models.Command:
-    with _write(request) as session:
+    with write_session(request) as session:
         return commands.create_command(
             session=session,
             gateway_id=gateway_id,
@@ -69,7 +61,7 @@ def _record(request: Request, gateway_id: int, command_in: Any, who: str) -> mod
 
 
 def _mark(request: Request, command_id: int, error: str | None) -> models.Command:
-    with _write(request) as session:
+    with write_session(request) as session:
         if error is None:
             commands.mark_sent(session=session, command_id=command_id, now_ms=now_ms())
         else:

@@ -7,8 +7,7 @@ anything outside answers 404 as if it did not exist.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -16,7 +15,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ... import models, schemas
 from ...maintenance import catalogue, reports, service
@@ -31,6 +29,7 @@ from ..deps import (
     SessionDep,
     get_principal,
     require,
+    write_session,
 )
 
 router = APIRouter(prefix="/maint", tags=["maintenance"])
@@ -376,18 +375,6 @@ async def _body(request: Request) -> bytes:
     return bytes(data)
 
 
-@contextmanager
-def _write_session(request: Request) -> Iterator[Session]:
-    """Like the ``SessionDep`` of a write: committed on success, rolled back on any error."""
-    with request.app.state.write_sessions() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-
 def _media(request: Request) -> str:
     return (request.headers.get("content-type") or "application/octet-stream")[:100]
 
@@ -414,7 +401,7 @@ async def create_attachment(
 def _store_attachment(
     request: Request, user: Principal, visit_id: int, name: str, data: bytes
 ) -> schemas.AttachmentPublic:
-    with _write_session(request) as session:
+    with write_session(request) as session:
         v = _writable_visit(session, user, visit_id)
         blob = _do(
             service.add_attachment,
@@ -444,7 +431,7 @@ async def create_blob(request: Request, _: UploadWriter) -> schemas.AttachmentPu
 
 
 def _store_blob(request: Request, data: bytes) -> schemas.AttachmentPublic:
-    with _write_session(request) as session:
+    with write_session(request) as session:
         blob = service.upload_blob(session=session, media_type=_media(request), data=data)
         out = schemas.AttachmentPublic(
             sha256=blob.sha256, name="", media_type=blob.media_type, size=blob.size
