@@ -33,8 +33,13 @@ types: $(STAMP)
 	    --cache-dir .mypy_cache/board-$$b firmware/*.py firmware/board/*.py || exit 1; \
 	done
 
+# The rooms' tests on both cores (pytest-xdist), then the end-to-end scenarios alone, one at a
+# time: their latencies are measured against bounds, and each starts its own processes.
+# `.venv/bin/pytest -q` with no argument still runs everything in one process.
+ROOM_TESTS := protocol/tests firmware/tests firmware/board/tests edge/tests cloud/tests tools/tests
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 $(ROOM_TESTS)
+	$(VENV)/bin/pytest -q hil_tests
 
 # Lint, types and every test (CPython and the real micropython interpreter).
 test: lint types unit
