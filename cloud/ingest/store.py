@@ -46,6 +46,15 @@ H_DEVICES_DOWN = 7
 H_HEARTBEAT = 10
 I_SW = 0  # codes.INFO_NAMES keys
 I_HEARTBEAT = 3
+# What a gateway announces lands in typed columns and in the offline deadline: a value outside
+# these ranges (a gateway's bug; any i64 is valid on the wire) is ignored, so that it can neither
+# make a gateway look online forever nor make its batch, fire alarms included, fail to store.
+MAX_HEARTBEAT_S = 86_400
+MAX_COUNT = 2**31 - 1
+
+
+def _in_range(v: object, lo: int, hi: int) -> int | None:
+    return v if isinstance(v, int) and lo <= v <= hi else None
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -103,8 +112,9 @@ class GatewaySeen:
         info = ev.info or {}
         if isinstance(info.get(I_SW), str):
             self.sw = info[I_SW][:64]
-        if isinstance(info.get(I_HEARTBEAT), int):
-            self.heartbeat_s = info[I_HEARTBEAT]
+        hb = _in_range(info.get(I_HEARTBEAT), 1, MAX_HEARTBEAT_S)
+        if hb is not None:
+            self.heartbeat_s = hb
 
 
 EVENT_COLUMNS = (
@@ -333,10 +343,15 @@ def update_gateway_health(
     h, ht = seen.health, seen.health_t
     if h is not None and ht is not None and ht >= (row.last_heartbeat_ms or 0):
         row.last_heartbeat_ms = ht
-        row.outbox_depth = h.get(H_OUTBOX, row.outbox_depth)
-        row.devices_down = h.get(H_DEVICES_DOWN, row.devices_down)
-        if h.get(H_HEARTBEAT):
-            row.heartbeat_s = h[H_HEARTBEAT]
+        depth = _in_range(h.get(H_OUTBOX), 0, 2**63 - 1)
+        if depth is not None:
+            row.outbox_depth = depth
+        down = _in_range(h.get(H_DEVICES_DOWN), 0, MAX_COUNT)
+        if down is not None:
+            row.devices_down = down
+        hb = _in_range(h.get(H_HEARTBEAT), 1, MAX_HEARTBEAT_S)
+        if hb is not None:
+            row.heartbeat_s = hb
     if seen.heartbeat_s:
         row.heartbeat_s = seen.heartbeat_s
     if seen.sw is not None:
