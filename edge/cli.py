@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
+from pathlib import Path
 
 from .config import GatewayConfig, load
 from .errors import ConfigError, OutboxError
@@ -42,8 +44,6 @@ def _plan(cfg: GatewayConfig) -> str:
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .provision import runner
 
     logging.basicConfig(
@@ -63,6 +63,43 @@ def _provision(args: argparse.Namespace) -> int:
     )
 
 
+def label_text(state_dir: Path, serial: str | None = None) -> dict[str, str]:
+    """The label's fields, made as at first start when absent (the factory runs this before the
+    gateway ever starts): serial, pairing code and the SHA-256 of the provisioning API's TLS
+    certificate. The fingerprint on the label lets an installer pin the certificate from a
+    source an attacker on the LAN cannot forge (mDNS can be)."""
+    from .provision.store import ProvisionStore
+    from .provision.tls import cert_fingerprint, ensure_cert
+
+    store = ProvisionStore(state_dir, serial)
+    if serial is not None and serial != store.serial:
+        raise ValueError(f"this state directory belongs to serial {store.serial}, not {serial}")
+    ensure_cert(store.dir, store.serial)
+    fp = cert_fingerprint(store.dir) or ""
+    return {"serial": store.serial, "pairing_code": store.pairing_code, "cert": fp}
+
+
+def _label(args: argparse.Namespace) -> int:
+    from .provision.tls import TlsError
+
+    try:
+        row = label_text(Path(args.state_dir), args.serial)
+    except (OSError, ValueError, TlsError) as e:
+        print(f"emberlink gateway label: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(row))
+        return 0
+    fp = row["cert"]
+    groups = " ".join(fp[i : i + 4] for i in range(0, len(fp), 4))
+    print(f"serial        {row['serial']}")
+    print(f"pairing code  {row['pairing_code']}")
+    print(f"certificate   {groups[:39]}")
+    print(f"  (SHA-256)   {groups[40:]}")
+    print(f"emberlink commission status --gateway HOST:8470 --fingerprint {fp}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="emberlink gateway", description="the EmberLink gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -78,9 +115,18 @@ def main(argv: list[str]) -> int:
     pp.add_argument("--advertise", action="append", help="address to advertise over mDNS")
     pp.add_argument("--mdns-interface", action="append", help="mDNS interface address")
     pp.add_argument("-v", "--verbose", action="store_true")
+    lp = sub.add_parser(
+        "label",
+        help="print the label (serial, pairing code, certificate fingerprint), made if absent",
+    )
+    lp.add_argument("--state-dir", required=True, help="the gateway's state directory")
+    lp.add_argument("--serial", help="serial to give a new gateway (checked on an existing one)")
+    lp.add_argument("--json", action="store_true", help="the fields as one JSON object")
     args = ap.parse_args(argv)
     if args.cmd == "provision":
         return _provision(args)
+    if args.cmd == "label":
+        return _label(args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

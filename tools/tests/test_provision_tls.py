@@ -192,3 +192,32 @@ async def test_an_impostor_certificate_is_refused(
         server.should_exit = True
         await serving
     assert seen == []
+
+
+async def test_the_factory_label_carries_the_certificate_the_gateway_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`emberlink gateway label` makes the identity and certificate before the first start; the
+    gateway then serves that certificate, and the label's fingerprint pins it with no mDNS."""
+    from emberlink.edge import cli as gateway_cli
+
+    state = tmp_path / "gw"
+    capsys.readouterr()
+    assert (
+        gateway_cli.main(["label", "--state-dir", str(state), "--serial", "EL-LBL1", "--json"]) == 0
+    )
+    label = json.loads(capsys.readouterr().out)
+    assert label["serial"] == "EL-LBL1" and len(label["pairing_code"]) == 8
+    assert label["cert"] == openssl_fingerprint(state / "tls.crt")
+    # printing it again changes nothing; a different serial for this gateway is refused
+    assert gateway_cli.main(["label", "--state-dir", str(state), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == label
+    assert gateway_cli.main(["label", "--state-dir", str(state), "--serial", "EL-OTHER"]) == 2
+    assert "belongs to serial EL-LBL1" in capsys.readouterr().err
+    async with gateway(state) as (store, port):
+        assert (store.serial, store.pairing_code) == ("EL-LBL1", label["pairing_code"])
+        addr = f"127.0.0.1:{port}"
+        rc, out, err = await _cli(["status", "--gateway", addr, "--code", label["pairing_code"],
+                                   "--fingerprint", label["cert"], "--json"], capsys)  # fmt: skip
+        assert rc == 0, err
+        assert json.loads(out)["cert"] == label["cert"]
