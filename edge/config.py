@@ -48,7 +48,8 @@ class MqttConfig:
     # Alarm-lane batches (fire alarm, fault, ...) without the cloud's ack are sent again sooner:
     # a batch the broker dropped (no ingest worker subscribed at that moment) must still reach
     # the cloud well inside the national 10 s bound once a worker is back. Only that lane is
-    # sent again, so a slow cloud costs a few duplicate alarm batches, not a telemetry replay.
+    # sent again, so a slow cloud costs a few duplicate alarm batches, not a telemetry replay;
+    # after 3 resends without progress the wait doubles (uplink.ALARM_QUICK_RESENDS).
     cloud_ack_alarm_timeout_s: float = 2.0
     mac_key: bytes | None = None
     backoff_min_s: float = 0.5

@@ -44,6 +44,7 @@ log = logging.getLogger("emberlink.uplink")
 
 OP_RESEND = messages.OP_RESEND  # args {0: seq, ?1: boot}
 CONNECT_TIMEOUT_S = 10.0  # a broker that does not CONNACK in 10 s is treated as down
+ALARM_QUICK_RESENDS = 3  # alarm-lane resends at cloud_ack_alarm_timeout_s before it doubles
 
 
 class LinkState(enum.Enum):
@@ -92,6 +93,7 @@ class Uplink:
         self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._awaiting_cloud: dict[tuple[int, int], tuple[Pending, float]] = {}
+        self._alarm_resends = 0  # alarm-lane resends since the cloud's ack last moved on
 
     def wake(self) -> None:
         self._wake.set()
@@ -276,8 +278,14 @@ class Uplink:
             self.outbox.acknowledge(p)
 
     def _cloud_ack_limit_s(self, lane: int) -> float:
+        """How long a batch of ``lane`` waits for the cloud's ack. The alarm lane's short wait
+        doubles after the first ALARM_QUICK_RESENDS resends without progress (up to the bulk
+        lane's): a cloud that is down gets the alarm again within seconds when it is back, a
+        cloud that keeps refusing a batch is not sent it every 2 s forever."""
         if lane == ALARM_LANE:
-            return min(self.cfg.cloud_ack_alarm_timeout_s, self.cfg.cloud_ack_timeout_s)
+            extra = max(0, self._alarm_resends - ALARM_QUICK_RESENDS)
+            quick = self.cfg.cloud_ack_alarm_timeout_s * 2 ** min(extra, 16)
+            return min(quick, self.cfg.cloud_ack_timeout_s)
         return self.cfg.cloud_ack_timeout_s
 
     async def _cloud_ack_watch(self) -> None:
@@ -300,6 +308,8 @@ class Uplink:
             for k in keys:
                 del self._awaiting_cloud[k]
             self.outbox.resend_from(*first, lanes=(lane,))
+            if lane == ALARM_LANE:
+                self._alarm_resends += 1
         if late:
             self.wake()
         return sorted(late)
@@ -322,6 +332,8 @@ class Uplink:
             log.warning("ack for gateway %s on our topic: ignored", ack.gw)
             return
         n = self.outbox.acknowledge_upto(ack.boot, ack.hwm)
+        if ack.hwm > self.acked_hwm.get(ack.boot, 0):
+            self._alarm_resends = 0  # the cloud stores again: back to quick alarm resends
         self.acked_hwm[ack.boot] = max(ack.hwm, self.acked_hwm.get(ack.boot, 0))
         for k in [k for k in self._awaiting_cloud if k[0] == ack.boot and k[1] <= ack.hwm]:
             del self._awaiting_cloud[k]

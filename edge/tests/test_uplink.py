@@ -9,6 +9,7 @@ import itertools
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,35 @@ async def test_unacked_alarm_batches_are_sent_again_sooner_and_alone(
         n = len(c.events())
         await asyncio.sleep(1.5)
         assert len(c.events()) == n
+    ob.close()
+
+
+async def test_alarm_resends_back_off_while_the_cloud_does_not_ack(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """A cloud that never acks an alarm batch (down for long, or refusing it) gets it
+    ALARM_QUICK_RESENDS times at the short wait, then at doubling waits, not every 2 s forever;
+    an ack that moves the high-water mark on brings the quick resends back."""
+    up, ob = make_uplink(tmp_path, broker.port, cloud_ack=True, cloud_ack_timeout_s=30,
+                         cloud_ack_alarm_timeout_s=0.25)  # fmt: skip
+    async with collector(broker.port) as c, running(up):
+        a = ob.append(alarm(), 1_700_000_000_500)
+        up.wake()
+        t0 = time.monotonic()
+        sends: list[float] = []  # when each send of the alarm arrived (polled every 20 ms)
+        while time.monotonic() - t0 < 6:
+            n = sum(s == a for _, s, _, _ in c.events())
+            sends += [time.monotonic()] * (n - len(sends))
+            await asyncio.sleep(0.02)
+        # without the back-off: one send every 0.25-0.35 s, about 18; with it: 1 + 3 quick
+        # resends, then waits of 0.5, 1, 2, (4) s
+        assert 5 <= len(sends) <= 8, [round(t - t0, 2) for t in sends]
+        gaps = [b - a_ for a_, b in itertools.pairwise(sends)]
+        assert gaps[-1] > 1.5 * max(gaps[:3]), gaps
+        assert up._alarm_resends >= 5
+        hwm = max(s for _, s in ob.stored_keys())
+        up._on_ack(messages.Ack(GW, ob.boot, hwm))
+        assert up._alarm_resends == 0
     ob.close()
 
 
