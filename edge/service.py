@@ -73,6 +73,7 @@ class Gateway:
             synchronous=cfg.outbox.synchronous,
         )
         self.version = software_version()
+        self.version_code = release.version_code(self.version)  # health key 19
         self.config_hash = b""  # first 16 bytes of SHA-256 of the configuration file
         if cfg.source is not None:
             with contextlib.suppress(OSError):
@@ -219,7 +220,7 @@ class Gateway:
             "outbox_telemetry_oldest_s": st["telemetry"][1],
             "clock_synced": int(self.clock.synced),
             "outbox_dropped": self.outbox.dropped,
-            "sw_version": release.version_code(self.version),
+            "sw_version": self.version_code,
         }
 
     def heartbeat(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,9 +23,9 @@ from ..core.config import Settings
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    state = request.app.state
-    sessions = state.read_sessions if request.method in READ_METHODS else state.write_sessions
+@contextmanager
+def _transaction(sessions: Callable[[], Session]) -> Iterator[Session]:
+    """A session of ``sessions``: committed when the block ends, rolled back on any error."""
     with sessions() as session:
         try:
             yield session
@@ -35,21 +35,20 @@ def get_db(request: Request) -> Iterator[Session]:
             raise
 
 
+def get_db(request: Request) -> Iterator[Session]:
+    state = request.app.state
+    sessions = state.read_sessions if request.method in READ_METHODS else state.write_sessions
+    with _transaction(sessions) as session:
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
-@contextmanager
-def write_session(request: Request) -> Iterator[Session]:
+def write_session(request: Request) -> AbstractContextManager[Session]:
     """A write transaction of its own, for a route that works in the thread pool or between
-    awaits rather than through ``SessionDep``: committed when the block ends, rolled back on
-    any error."""
-    with request.app.state.write_sessions() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    awaits rather than through ``SessionDep``."""
+    return _transaction(request.app.state.write_sessions)
 
 
 def get_read_db(request: Request) -> Iterator[Session]:

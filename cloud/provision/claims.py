@@ -90,19 +90,14 @@ def issue_token(
     existing = session.get(models.Gateway, claim_in.gateway_id)
     if existing is not None and existing.site_id != claim_in.site_id:
         raise ClaimRefused("Gateway number is registered at another site", status=409)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = crud.now_ms()
-    row = models.ClaimToken(
-        token_hash=hash_token(token),
+    row, token = _mint(
+        session,
         site_id=claim_in.site_id,
-        installer_id=installer.id,
+        installer=installer,
         gateway_id=claim_in.gateway_id,
         serial=claim_in.serial,
-        created_ms=now,
-        expires_ms=now + claim_in.ttl_s * 1000,
+        ttl_s=claim_in.ttl_s,
     )
-    session.add(row)
-    session.flush()
     audit(
         session=session,
         actor=installer.name,
@@ -112,6 +107,47 @@ def issue_token(
         claim_token_id=row.id,
     )
     return row, token
+
+
+def _mint(
+    session: Session,
+    *,
+    site_id: int,
+    installer: models.User,
+    gateway_id: int,
+    serial: str,
+    ttl_s: int,
+) -> tuple[models.ClaimToken, str]:
+    """A stored one-time token (its hash) and the clear token, returned once."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = crud.now_ms()
+    row = models.ClaimToken(
+        token_hash=hash_token(token),
+        site_id=site_id,
+        installer_id=installer.id,
+        gateway_id=gateway_id,
+        serial=serial,
+        created_ms=now,
+        expires_ms=now + ttl_s * 1000,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def _void_pending_tokens(session: Session, gateway_id: int, now: int) -> int:
+    """Revoke ``gateway_id``'s unused claim tokens; how many."""
+    n = 0
+    for t in session.scalars(
+        select(models.ClaimToken).where(
+            models.ClaimToken.gateway_id == gateway_id,
+            models.ClaimToken.used_ms.is_(None),
+            models.ClaimToken.revoked_ms.is_(None),
+        )
+    ):
+        t.revoked_ms = now
+        n += 1
+    return n
 
 
 def _active(session: Session, gateway_id: int) -> list[models.GatewayCredential]:
@@ -256,37 +292,18 @@ def rotate(
     still valid, when a step is refused or the cloud cannot be reached."""
     if not gateway.serial:
         raise ClaimRefused("Gateway has no serial on record: claim it first", status=409)
-    active = session.scalars(
-        select(models.GatewayCredential.id).where(
-            models.GatewayCredential.gateway_id == gateway.id,
-            models.GatewayCredential.revoked_ms.is_(None),
-        )
-    ).first()
-    if active is None:
+    if not _active(session, gateway.id):
         raise ClaimRefused("Gateway has no active credentials to rotate: claim it", status=409)
-    now = crud.now_ms()
-    voided = 0
-    for t in session.scalars(
-        select(models.ClaimToken).where(
-            models.ClaimToken.gateway_id == gateway.id,
-            models.ClaimToken.used_ms.is_(None),
-            models.ClaimToken.revoked_ms.is_(None),
-        )
-    ):
-        t.revoked_ms = now  # one outstanding rotation per gateway: the newest
-        voided += 1
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = models.ClaimToken(
-        token_hash=hash_token(token),
+    # one outstanding rotation per gateway: the newest
+    voided = _void_pending_tokens(session, gateway.id, crud.now_ms())
+    row, token = _mint(
+        session,
         site_id=gateway.site_id,
-        installer_id=installer.id,
+        installer=installer,
         gateway_id=gateway.id,
         serial=gateway.serial,
-        created_ms=now,
-        expires_ms=now + min(ttl_s, MAX_TOKEN_TTL_S) * 1000,
+        ttl_s=min(ttl_s, MAX_TOKEN_TTL_S),
     )
-    session.add(row)
-    session.flush()
     audit(
         session=session, actor=installer.name, action="rotate", gateway_id=gateway.id,
         site_id=gateway.site_id, claim_token_id=row.id,
@@ -299,26 +316,13 @@ def rotate(
 def revoke(*, session: Session, actor: str, gateway: models.Gateway, action: str) -> int:
     """Revoke every active login of ``gateway`` (``action``: revoke | decommission)."""
     now = crud.now_ms()
-    n = 0
-    for c in session.scalars(
-        select(models.GatewayCredential).where(
-            models.GatewayCredential.gateway_id == gateway.id,
-            models.GatewayCredential.revoked_ms.is_(None),
-        )
-    ):
+    creds = _active(session, gateway.id)
+    for c in creds:
         c.revoked_ms = now
         c.revoked_reason = action
-        n += 1
+    n = len(creds)
     if action == "decommission":
-        # Pending tokens for this gateway die with it.
-        for t in session.scalars(
-            select(models.ClaimToken).where(
-                models.ClaimToken.gateway_id == gateway.id,
-                models.ClaimToken.used_ms.is_(None),
-                models.ClaimToken.revoked_ms.is_(None),
-            )
-        ):
-            t.revoked_ms = now
+        _void_pending_tokens(session, gateway.id, now)  # pending tokens die with the gateway
     audit(
         session=session, actor=actor, action=action, gateway_id=gateway.id,
         site_id=gateway.site_id, reason=f"{n} credentials revoked",
